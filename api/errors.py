@@ -1,0 +1,80 @@
+"""Error responses: JSON whose ``detail`` names the field, the bad value and the fix."""
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+def json_safe(value: Any) -> Any:
+    """The offending value as JSON can carry it (bodies that failed to parse arrive as bytes)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def describe_errors(errors: Sequence[Any], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{field, message, value}`` with dotted field paths."""
+    described = []
+    for error in errors:
+        loc = [part for part in (*prefix, *error.get("loc", ())) if part not in ("body", "query", "path")]
+        field = ".".join(str(part) for part in loc) or "body"
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        described.append({"field": field, "message": message, "value": json_safe(error.get("input"))})
+    return described
+
+
+def validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
+    def one(error: dict[str, Any]) -> str:
+        value = error["value"]
+        shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+        return f"{error['field']}: {error['message']}{shown}"
+
+    return JSONResponse(
+        status_code=422,
+        content={
+            "title": "Invalid input",
+            "status": 422,
+            "detail": "; ".join(one(error) for error in errors),
+            "errors": errors,
+        },
+    )
+
+
+class InputError(Exception):
+    """Invalid input found after the request body parsed (e.g. against the model's schema)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+    @classmethod
+    def from_validation(cls, error: ValidationError, prefix: tuple[str | int, ...]) -> "InputError":
+        return cls(describe_errors(error.errors(include_url=False), prefix))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_response(describe_errors(exc.errors()))
+
+    @app.exception_handler(InputError)
+    async def input_invalid(_: Request, exc: InputError) -> JSONResponse:
+        return validation_response(exc.errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"status": exc.status_code, "detail": exc.detail},
+            headers=exc.headers,
+        )

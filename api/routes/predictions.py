@@ -1,0 +1,182 @@
+"""Predictions: create, get, list, cancel (Replicate's routes and shapes)."""
+
+import base64
+import json
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, tuple_
+
+from api.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
+from api.errors import InputError
+from api.presenter import prediction_public
+from api.submit import submit_prediction
+from models.catalog import ModelSpec, find_model
+from models.lifecycle import request_cancel
+from models.tables import ApiKey, Prediction
+
+router = APIRouter(prefix="/v1", tags=["predictions"])
+
+MAX_PAGE_SIZE = 100
+
+
+class ModelPredictionCreate(BaseModel):
+    """Body of ``POST /v1/models/{owner}/{name}/predictions``."""
+
+    # Clients add fields of their own (the replicate client sends "stream"); ignore them.
+    model_config = ConfigDict(extra="ignore")
+
+    input: dict[str, Any] = Field(description="The model's inputs; see GET /v1/models/{owner}/{name}.")
+    webhook: str | None = Field(default=None, description="Not available yet: poll urls.get instead.")
+
+
+class PredictionCreate(ModelPredictionCreate):
+    """Body of ``POST /v1/predictions``: name the model by ``version`` or ``model``."""
+
+    version: str | None = Field(default=None, description="owner/name, owner/name:version, or a version id.")
+    model: str | None = Field(default=None, description="owner/name of the model.")
+
+
+def _create(
+    body: ModelPredictionCreate,
+    spec: ModelSpec,
+    session: SessionDep,
+    key: ApiKey,
+    settings: SettingsDep,
+    storage: StorageDep,
+) -> JSONResponse:
+    if body.webhook is not None:
+        raise InputError(
+            [
+                {
+                    "field": "webhook",
+                    "message": "webhooks are not available on this farm yet: poll the prediction's urls.get",
+                    "value": body.webhook,
+                }
+            ]
+        )
+    prediction = submit_prediction(
+        session, key=key, spec=spec, raw_input=body.input, max_attempts=settings.max_attempts
+    )
+    content = prediction_public(prediction, storage=storage, public_url=settings.public_url)
+    return JSONResponse(status_code=201, content=content, headers={"Location": content["urls"]["get"]})
+
+
+@router.post("/predictions", status_code=201)
+def create_prediction(
+    body: PredictionCreate, session: SessionDep, key: CurrentKey, settings: SettingsDep, storage: StorageDep
+) -> JSONResponse:
+    """Create a prediction for the model named by ``version`` or ``model``."""
+    ref = body.version or body.model
+    if ref is None:
+        raise InputError(
+            [
+                {
+                    "field": "version",
+                    "message": "name the model: set version (owner/name or a version id) or model",
+                    "value": None,
+                }
+            ]
+        )
+    spec = find_model(ref)
+    if spec is None:
+        raise HTTPException(404, f"Unknown model {ref!r} in 'version'/'model': see GET /v1/models.")
+    return _create(body, spec, session, key, settings, storage)
+
+
+@router.post("/models/{owner}/{name}/predictions", status_code=201)
+def create_model_prediction(
+    owner: str,
+    name: str,
+    body: ModelPredictionCreate,
+    session: SessionDep,
+    key: CurrentKey,
+    settings: SettingsDep,
+    storage: StorageDep,
+) -> JSONResponse:
+    """Create a prediction for the named model."""
+    spec = find_model(f"{owner}/{name}")
+    if spec is None:
+        raise HTTPException(404, f"Unknown model '{owner}/{name}': see GET /v1/models.")
+    return _create(body, spec, session, key, settings, storage)
+
+
+def owned_prediction(session: SessionDep, key: ApiKey, prediction_id: str) -> Prediction:
+    """The caller's prediction; another key's ids are answered like unknown ones."""
+    prediction = session.get(Prediction, prediction_id)
+    if prediction is None or prediction.api_key_id != key.id:
+        raise HTTPException(404, f"Prediction {prediction_id!r} not found.")
+    return prediction
+
+
+@router.get("/predictions/{prediction_id}")
+def get_prediction(
+    prediction_id: str, session: SessionDep, key: CurrentKey, settings: SettingsDep, storage: StorageDep
+) -> dict[str, Any]:
+    """The prediction's current state."""
+    prediction = owned_prediction(session, key, prediction_id)
+    return prediction_public(prediction, storage=storage, public_url=settings.public_url)
+
+
+@router.post("/predictions/{prediction_id}/cancel")
+def cancel_prediction(
+    prediction_id: str, session: SessionDep, key: CurrentKey, settings: SettingsDep, storage: StorageDep
+) -> dict[str, Any]:
+    """Cancel: a queued prediction never starts; a running one stops at its next step."""
+    owned_prediction(session, key, prediction_id)
+    request_cancel(session, prediction_id=prediction_id)
+    session.expire_all()
+    prediction = owned_prediction(session, key, prediction_id)
+    return prediction_public(prediction, storage=storage, public_url=settings.public_url)
+
+
+def encode_cursor(prediction: Prediction) -> str:
+    raw = json.dumps([prediction.created_at.isoformat(), prediction.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, prediction_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created_at), str(prediction_id)
+    except (ValueError, TypeError) as error:
+        raise InputError(
+            [
+                {
+                    "field": "cursor",
+                    "message": "not a cursor this API issued: follow the 'next' URL of the previous page",
+                    "value": cursor,
+                }
+            ]
+        ) from error
+
+
+@router.get("/predictions")
+def list_predictions(
+    session: SessionDep,
+    key: CurrentKey,
+    settings: SettingsDep,
+    storage: StorageDep,
+    cursor: str | None = None,
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
+) -> dict[str, Any]:
+    """The caller's predictions, newest first, ``page_size`` at a time; follow ``next``."""
+    query = select(Prediction).where(Prediction.api_key_id == key.id)
+    if cursor is not None:
+        query = query.where(tuple_(Prediction.created_at, Prediction.id) < decode_cursor(cursor))
+    query = query.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(page_size + 1)
+    rows = list(session.scalars(query))
+    page, more = rows[:page_size], len(rows) > page_size
+    next_url = None
+    if more:
+        query_string = urlencode({"cursor": encode_cursor(page[-1]), "page_size": page_size})
+        next_url = f"{settings.public_url.rstrip('/')}/v1/predictions?{query_string}"
+    return {
+        "next": next_url,
+        "previous": None,
+        "results": [prediction_public(p, storage=storage, public_url=settings.public_url) for p in page],
+    }

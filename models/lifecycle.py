@@ -1,0 +1,176 @@
+"""The prediction state machine. Every status change is a compare-and-set guarded by status and
+``attempt`` (the fencing token), so a duplicate or stale execution changes 0 rows.
+
+    starting ──claim──▶ processing ──finish──▶ succeeded | failed | canceled
+        └──────cancel───────────────────────▶ canceled
+
+No other module writes ``Prediction.status``.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models.catalog import ModelSpec
+from models.ids import new_prediction_id
+from models.queue import TASK_RENDER
+from models.status import Status
+from models.tables import OutboxMessage, Prediction
+
+# Relay wake-up channel: NOTIFY is delivered at commit, so the relay never sees uncommitted jobs.
+OUTBOX_CHANNEL = "farm_outbox"
+
+
+def create_prediction(
+    session: Session,
+    *,
+    api_key_id: int,
+    spec: ModelSpec,
+    inputs: dict[str, Any],
+    seed: int,
+    max_attempts: int,
+) -> Prediction:
+    """Record a new prediction and its outbox message in the caller's transaction."""
+    prediction = Prediction(
+        id=new_prediction_id(),
+        api_key_id=api_key_id,
+        model=spec.ref,
+        version=spec.version,
+        input=inputs,
+        seed=seed,
+        status=Status.STARTING,
+        attempt=0,
+        max_attempts=max_attempts,
+        logs="",
+    )
+    session.add(prediction)
+    session.flush()
+    session.add(OutboxMessage(prediction_id=prediction.id, task_name=TASK_RENDER, queue=spec.queue))
+    session.execute(select(func.pg_notify(OUTBOX_CHANNEL, prediction.id)))
+    session.flush()
+    session.refresh(prediction)
+    return prediction
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one attempt of a prediction."""
+
+    prediction_id: str
+    attempt: int
+
+
+def claim(session: Session, *, prediction_id: str, worker: str, lease_seconds: float) -> Claim | None:
+    """starting → processing, taking the next attempt. None when another execution owns it, it is
+    finished or canceled, or its attempts are used up."""
+    now = datetime.now(UTC)
+    attempt = session.scalar(
+        update(Prediction)
+        .where(
+            Prediction.id == prediction_id,
+            Prediction.status == Status.STARTING,
+            Prediction.attempt < Prediction.max_attempts,
+        )
+        .values(
+            status=Status.PROCESSING,
+            attempt=Prediction.attempt + 1,
+            worker=worker,
+            started_at=func.coalesce(Prediction.started_at, now),
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+        )
+        .returning(Prediction.attempt)
+    )
+    return None if attempt is None else Claim(prediction_id, attempt)
+
+
+def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bool:
+    """processing → terminal for the claim's attempt. False when the claim was lost."""
+    finished = session.scalar(
+        update(Prediction)
+        .where(
+            Prediction.id == claim.prediction_id,
+            Prediction.status == Status.PROCESSING,
+            Prediction.attempt == claim.attempt,
+        )
+        .values(status=status, completed_at=datetime.now(UTC), lease_expires_at=None, **values)
+        .returning(Prediction.id)
+    )
+    return finished is not None
+
+
+def succeed(
+    session: Session,
+    claim: Claim,
+    *,
+    output_keys: list[str],
+    predict_time: float,
+    gpu_seconds: float,
+    gpu_class: str,
+    cost_usd: float,
+    price_usd: float,
+    logs: str,
+) -> bool:
+    """Record the winning attempt's outputs and metrics."""
+    return _finish(
+        session,
+        claim,
+        Status.SUCCEEDED,
+        output_keys=output_keys,
+        predict_time=predict_time,
+        gpu_seconds=gpu_seconds,
+        gpu_class=gpu_class,
+        cost_usd=cost_usd,
+        price_usd=price_usd,
+        logs=logs,
+    )
+
+
+def fail(
+    session: Session, claim: Claim, *, error: str, predict_time: float | None = None, logs: str = ""
+) -> bool:
+    """End the attempt ``failed`` with a readable error."""
+    return _finish(session, claim, Status.FAILED, error=error, predict_time=predict_time, logs=logs)
+
+
+def cancel_running(session: Session, claim: Claim, *, predict_time: float | None, logs: str) -> bool:
+    """End a running attempt ``canceled`` after the worker saw the cancel request."""
+    return _finish(session, claim, Status.CANCELED, predict_time=predict_time, logs=logs)
+
+
+def request_cancel(session: Session, *, prediction_id: str) -> None:
+    """Cancel: a queued prediction ends ``canceled`` at once (a later delivery cannot claim it);
+    a running one is flagged, and its worker stops at the next step boundary."""
+    now = datetime.now(UTC)
+    session.execute(
+        update(Prediction)
+        .where(Prediction.id == prediction_id, Prediction.status == Status.STARTING)
+        .values(status=Status.CANCELED, completed_at=now)
+    )
+    session.execute(
+        update(Prediction)
+        .where(
+            Prediction.id == prediction_id,
+            Prediction.status == Status.PROCESSING,
+            Prediction.cancel_requested_at.is_(None),
+        )
+        .values(cancel_requested_at=now)
+    )
+
+
+def heartbeat(session: Session, claim: Claim, *, lease_seconds: float, logs: str) -> bool | None:
+    """Extend the claim's lease and record progress. Returns whether a cancel was requested, or None
+    when the claim is lost (another attempt owns the prediction, or it ended)."""
+    row = session.execute(
+        update(Prediction)
+        .where(
+            Prediction.id == claim.prediction_id,
+            Prediction.status == Status.PROCESSING,
+            Prediction.attempt == claim.attempt,
+        )
+        .values(lease_expires_at=datetime.now(UTC) + timedelta(seconds=lease_seconds), logs=logs)
+        .returning(Prediction.cancel_requested_at)
+    ).first()
+    return None if row is None else row[0] is not None

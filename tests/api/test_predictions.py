@@ -1,0 +1,207 @@
+"""The native prediction API over HTTP, against a gateway with no worker (predictions stay queued)."""
+
+import httpx
+import psycopg
+import pytest
+
+from tests.farm import Farm
+
+MODEL_PATH = "/v1/models/stability-ai/stable-diffusion-3.5-medium/predictions"
+GOOD_INPUT = {"prompt": "a red fox in snow", "aspect_ratio": "16:9", "seed": 7}
+
+
+def count_predictions(farm: Farm) -> int:
+    url = farm.env["FARM_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SELECT count(*) FROM predictions").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_create_returns_201_starting_with_urls_and_seed(gateway: Farm) -> None:
+    with gateway.client() as client:
+        response = client.post(MODEL_PATH, json={"input": GOOD_INPUT})
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "starting"
+    assert body["model"] == "stability-ai/stable-diffusion-3.5-medium"
+    assert len(body["version"]) == 64
+    assert body["input"] == GOOD_INPUT
+    assert body["seed"] == 7
+    assert body["output"] is None
+    assert body["urls"]["get"] == f"{gateway.url}/v1/predictions/{body['id']}"
+    assert response.headers["location"] == body["urls"]["get"]
+    assert body["created_at"].endswith("Z")
+
+
+def test_curl_style_form_content_type_is_read_as_json(gateway: Farm) -> None:
+    """`curl -d '{…}'` labels the body form-urlencoded; the quick start's curl must still work."""
+    response = httpx.post(
+        gateway.url + MODEL_PATH,
+        content=b'{"input": {"prompt": "a red fox in snow"}}',
+        headers={
+            "Authorization": f"Bearer {gateway.key}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_create_by_version_and_by_model_field(gateway: Farm) -> None:
+    with gateway.client() as client:
+        version = client.get("/v1/models/stability-ai/stable-diffusion-3.5-medium").json()["latest_version"][
+            "id"
+        ]
+        for body in (
+            {"version": version, "input": GOOD_INPUT},
+            {"version": f"stability-ai/stable-diffusion-3.5-medium:{version}", "input": GOOD_INPUT},
+            {"model": "stability-ai/stable-diffusion-3.5-medium", "input": GOOD_INPUT},
+        ):
+            response = client.post("/v1/predictions", json=body)
+            assert response.status_code == 201, (body, response.text)
+            assert response.json()["version"] == version
+
+
+def test_random_seed_is_chosen_and_returned(gateway: Farm) -> None:
+    with gateway.client() as client:
+        seeds = {
+            client.post(MODEL_PATH, json={"input": {"prompt": "x", "seed": None}}).json()["seed"]
+            for _ in range(3)
+        }
+    assert all(isinstance(seed, int) and 0 <= seed < 2**32 for seed in seeds)
+    assert len(seeds) > 1
+
+
+def test_get_returns_the_prediction_and_other_keys_get_404(gateway: Farm) -> None:
+    with gateway.client() as client:
+        created = client.post(MODEL_PATH, json={"input": GOOD_INPUT}).json()
+        assert client.get(f"/v1/predictions/{created['id']}").json()["id"] == created["id"]
+    with gateway.client(gateway.other_key) as other:
+        assert other.get(f"/v1/predictions/{created['id']}").status_code == 404
+        assert other.post(f"/v1/predictions/{created['id']}/cancel").status_code == 404
+        listed = other.get("/v1/predictions").json()["results"]
+        assert created["id"] not in {p["id"] for p in listed}
+
+
+def test_unknown_prediction_is_404(gateway: Farm) -> None:
+    with gateway.client() as client:
+        response = client.get("/v1/predictions/doesnotexist")
+    assert response.status_code == 404
+    assert "doesnotexist" in response.json()["detail"]
+
+
+def test_cancel_queued_prediction(gateway: Farm) -> None:
+    with gateway.client() as client:
+        created = client.post(MODEL_PATH, json={"input": GOOD_INPUT}).json()
+        canceled = client.post(f"/v1/predictions/{created['id']}/cancel")
+        assert canceled.status_code == 200
+        assert canceled.json()["status"] == "canceled"
+        assert canceled.json()["completed_at"] is not None
+        # Canceling again changes nothing.
+        again = client.post(f"/v1/predictions/{created['id']}/cancel").json()
+        assert again["status"] == "canceled"
+        assert again["completed_at"] == canceled.json()["completed_at"]
+
+
+def test_list_is_newest_first_and_pages_through_next(gateway: Farm) -> None:
+    with gateway.client(gateway.other_key) as client:
+        created = [
+            client.post(MODEL_PATH, json={"input": {"prompt": f"p{i}"}}).json()["id"] for i in range(5)
+        ]
+        seen: list[str] = []
+        url: str | None = "/v1/predictions?page_size=2"
+        while url:
+            page = client.get(url).json()
+            assert len(page["results"]) <= 2
+            seen += [p["id"] for p in page["results"]]
+            url = page["next"]
+    assert seen[: len(created)] == list(reversed(created))
+    assert len(seen) == len(set(seen))
+
+
+def test_bad_cursor_is_422(gateway: Farm) -> None:
+    with gateway.client() as client:
+        response = client.get("/v1/predictions", params={"cursor": "garbage"})
+    assert response.status_code == 422
+    assert "cursor" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({}, "Missing API key"),
+        ({"Authorization": "Bearer wrong"}, "Invalid"),
+        ({"X-API-Key": "wrong"}, "Invalid"),
+    ],
+)
+def test_missing_or_wrong_key_is_401(gateway: Farm, headers: dict[str, str], detail: str) -> None:
+    response = httpx.post(gateway.url + MODEL_PATH, json={"input": GOOD_INPUT}, headers=headers)
+    assert response.status_code == 401
+    assert detail in response.json()["detail"]
+
+
+def test_x_api_key_header_is_accepted(gateway: Farm) -> None:
+    response = httpx.get(f"{gateway.url}/v1/predictions", headers={"X-API-Key": gateway.key})
+    assert response.status_code == 200
+
+
+def test_unknown_model_is_404_and_stores_nothing(gateway: Farm) -> None:
+    before = count_predictions(gateway)
+    with gateway.client() as client:
+        scoped = client.post("/v1/models/acme/no-such-model/predictions", json={"input": GOOD_INPUT})
+        by_version = client.post("/v1/predictions", json={"version": "acme/nope", "input": GOOD_INPUT})
+    assert scoped.status_code == 404 and "acme/no-such-model" in scoped.json()["detail"]
+    assert by_version.status_code == 404 and "acme/nope" in by_version.json()["detail"]
+    assert count_predictions(gateway) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "hint"),
+    [
+        ({"input": {"prompt": "x", "steps": 80}}, "input.steps", "less than or equal to 50"),
+        ({"input": {"prompt": "x", "steps": "many"}}, "input.steps", "valid integer"),
+        ({"input": {"prompt": ""}}, "input.prompt", "at least 1 character"),
+        ({"input": {}}, "input.prompt", "Field required"),
+        ({"input": {"prompt": "x", "aspect_ratio": "2:1"}}, "input.aspect_ratio", "'16:9'"),
+        ({"input": {"prompt": "x", "output_format": "gif"}}, "input.output_format", "'webp'"),
+        ({"input": {"prompt": "x", "width": 1000, "height": 1024}}, "input.width", "multiple of 16"),
+        ({"input": {"prompt": "x", "width": 1024}}, "input", "width was set without height"),
+        ({"input": {"prompt": "x", "cfg": 25}}, "input.cfg", "less than or equal to 20"),
+        ({"input": {"prompt": "x", "seed": -1}}, "input.seed", "greater than or equal to 0"),
+        ({"input": {"prompt": "x", "num_images": 5}}, "input.num_images", "less than or equal to 4"),
+        ({"input": {"prompt": "x", "colour": "red"}}, "input.colour", "Extra inputs"),
+        ({"prompt": "x"}, "input", "Field required"),
+        ({"input": {"prompt": "x"}, "webhook": "https://example.com/hook"}, "webhook", "not available"),
+    ],
+)
+def test_bad_input_is_422_naming_the_field_and_stores_nothing(
+    gateway: Farm, body: dict[str, object], field: str, hint: str
+) -> None:
+    before = count_predictions(gateway)
+    with gateway.client() as client:
+        response = client.post(MODEL_PATH, json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith(field) or f"; {field}" in detail, detail
+    assert hint in detail, detail
+    assert field in {error["field"] for error in response.json()["errors"]}
+    assert count_predictions(gateway) == before
+
+
+def test_malformed_json_is_422(gateway: Farm) -> None:
+    response = httpx.post(
+        gateway.url + MODEL_PATH,
+        content=b'{"input": {"prompt": ',
+        headers={"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert "JSON" in response.json()["detail"]
+
+
+def test_string_numbers_are_coerced(gateway: Farm) -> None:
+    with gateway.client() as client:
+        response = client.post(
+            MODEL_PATH, json={"input": {"prompt": "x", "cfg": "5", "steps": "40", "seed": "3"}}
+        )
+    assert response.status_code == 201, response.text
+    assert response.json()["seed"] == 3

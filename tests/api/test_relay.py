@@ -1,0 +1,46 @@
+"""The outbox relay publishes committed jobs to the real broker, once each."""
+
+import json
+
+import redis
+from sqlalchemy import select
+
+from api.broker import make_celery
+from api.relay import relay_batch
+from models import lifecycle
+from models.catalog import SD35_MEDIUM
+from models.db import get_sessionmaker, session_scope
+from models.keys import find_active_key
+from models.tables import OutboxMessage
+
+
+def test_relay_publishes_each_committed_job_once(database_url: str, broker_url: str, api_key: str) -> None:
+    queue = redis.Redis.from_url(broker_url)
+    queue.delete(SD35_MEDIUM.queue)
+    sessions = get_sessionmaker(database_url)
+    celery = make_celery(broker_url)
+    relay_batch(sessions, celery)  # drain what other tests left
+    queue.delete(SD35_MEDIUM.queue)
+
+    with session_scope(database_url) as session:
+        key = find_active_key(session, api_key)
+        assert key is not None
+        ids = [
+            lifecycle.create_prediction(
+                session, api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=3
+            ).id
+            for _ in range(3)
+        ]
+
+    assert relay_batch(sessions, celery) == 3
+    assert relay_batch(sessions, celery) == 0
+
+    messages = [json.loads(raw) for raw in queue.lrange(SD35_MEDIUM.queue, 0, -1)]
+    published = sorted(message["headers"]["id"] for message in messages)
+    assert published == sorted(ids)
+    assert {message["headers"]["task"] for message in messages} == {"farm.render"}
+    with session_scope(database_url) as session:
+        unsent = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.prediction_id.in_(ids), OutboxMessage.sent_at.is_(None))
+        ).all()
+    assert unsent == []

@@ -1,0 +1,128 @@
+"""The farm as real processes for end-to-end tests: gateway (uvicorn), outbox relay, Celery worker."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.services import REPO_ROOT, free_port
+
+BIN = Path(sys.executable).parent
+START_TIMEOUT_S = 60
+# Long enough for a tiny-preset job on a loaded 2-core machine; a hang still fails the test.
+JOB_TIMEOUT_S = 120
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+@dataclass
+class Farm:
+    url: str
+    key: str
+    other_key: str  # a second caller, for isolation checks
+    env: dict[str, str]
+    logs: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def wait(self, prediction_id: str, statuses: tuple[str, ...] = TERMINAL) -> dict[str, Any]:
+        """Poll until the prediction reaches one of ``statuses``; fail with the worker log on timeout."""
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                body: dict[str, Any] = client.get(f"/v1/predictions/{prediction_id}").json()
+                if body["status"] in statuses:
+                    return body
+                time.sleep(0.05)  # polling interval of the client, as a real client polls
+        raise AssertionError(f"{prediction_id} still {body['status']}; logs:\n{self.tail_logs()}")
+
+    def tail_logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}" for path in self.logs.glob("*.log")
+        )
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    log = (logs / f"{name}.log").open("wb")
+    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode} before it was healthy")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"gateway at {url} not healthy after {START_TIMEOUT_S} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def running_farm(
+    *,
+    settings_env: dict[str, str],
+    key: str,
+    other_key: str,
+    logs: Path,
+    relay: bool = True,
+    worker: bool = True,
+) -> Iterator[Farm]:
+    """Start the gateway (and relay and worker unless disabled); stop them all on exit."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **settings_env, "FARM_PUBLIC_URL": url, "PYTHONUNBUFFERED": "1"}
+    logs.mkdir(parents=True, exist_ok=True)
+    farm = Farm(url=url, key=key, other_key=other_key, env=env, logs=logs)
+    with ExitStack() as stack:
+        commands = {
+            "gateway": [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+        }
+        if relay:
+            commands["relay"] = [sys.executable, "-m", "api.relay"]
+        if worker:
+            commands["worker"] = [
+                str(BIN / "celery"),
+                "-A",
+                "worker.app",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--queues",
+                "sd35-medium",
+                "--hostname",
+                f"test-{port}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        for name, argv in commands.items():
+            farm.processes[name] = spawn(name, argv, env, logs)
+            stack.callback(stop, farm.processes[name])
+        wait_healthy(url, farm.processes["gateway"])
+        yield farm

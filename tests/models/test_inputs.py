@@ -1,0 +1,39 @@
+"""Input declarations: sizes, coercion, limits."""
+
+import pytest
+from pydantic import ValidationError
+
+from models.inputs import ASPECT_RATIO_SIZES, RenderRequest, SD35Input
+
+
+@pytest.mark.parametrize(("ratio", "size"), ASPECT_RATIO_SIZES.items())
+def test_every_aspect_ratio_is_near_one_megapixel_with_sides_divisible_by_64(
+    ratio: str, size: tuple[int, int]
+) -> None:
+    width, height = size
+    assert width % 64 == 0 and height % 64 == 0
+    assert 0.9e6 <= width * height <= 1.1e6
+    w, h = (int(part) for part in ratio.split(":"))
+    assert abs(width / height - w / h) / (w / h) < 0.1
+    assert SD35Input(prompt="x", aspect_ratio=ratio).size() == size  # type: ignore[arg-type]
+
+
+def test_width_and_height_override_aspect_ratio() -> None:
+    assert SD35Input(prompt="x", aspect_ratio="16:9", width=512, height=768).size() == (512, 768)
+
+
+def test_strings_are_coerced_and_aliases_accepted() -> None:
+    inputs = SD35Input.model_validate({"prompt": "x", "guidance_scale": "4.5", "num_inference_steps": "28"})
+    assert (inputs.cfg, inputs.steps) == (4.5, 28)
+
+
+def test_width_without_height_is_rejected_with_the_fix() -> None:
+    with pytest.raises(ValidationError, match="set both"):
+        SD35Input(prompt="x", width=512)
+
+
+def test_render_request_gives_each_image_its_own_seed() -> None:
+    inputs = SD35Input(prompt="x", num_images=3, width=256, height=256)
+    request = RenderRequest.from_input(inputs, seed=2**32 - 2)
+    assert request.seeds == (2**32 - 2, 2**32 - 1, 0)
+    assert (request.width, request.height, request.steps, request.guidance_scale) == (256, 256, 40, 5.0)

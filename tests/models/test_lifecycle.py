@@ -1,0 +1,106 @@
+"""The state machine's compare-and-set transitions on real Postgres."""
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from models import lifecycle
+from models.catalog import SD35_MEDIUM
+from models.db import session_scope
+from models.keys import find_active_key
+from models.status import Status
+from models.tables import OutboxMessage, Prediction
+
+LEASE_S = 30.0
+
+
+@pytest.fixture
+def prediction_id(database_url: str, api_key: str) -> Iterator[str]:
+    with session_scope(database_url) as session:
+        key = find_active_key(session, api_key)
+        assert key is not None
+        prediction = lifecycle.create_prediction(
+            session, api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=2
+        )
+    yield prediction.id
+
+
+def status_of(database_url: str, prediction_id: str) -> Prediction:
+    with session_scope(database_url) as session:
+        prediction = session.get(Prediction, prediction_id)
+        assert prediction is not None
+        return prediction
+
+
+def test_create_writes_the_outbox_row_in_the_same_transaction(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        messages = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.prediction_id == prediction_id)
+        ).all()
+    assert [(m.task_name, m.queue, m.sent_at) for m in messages] == [("farm.render", "sd35-medium", None)]
+    assert status_of(database_url, prediction_id).status == Status.STARTING
+
+
+def test_only_one_of_two_claims_wins(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        first = lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
+    with session_scope(database_url) as session:
+        second = lifecycle.claim(session, prediction_id=prediction_id, worker="b", lease_seconds=LEASE_S)
+    assert first == lifecycle.Claim(prediction_id, 1)
+    assert second is None
+    row = status_of(database_url, prediction_id)
+    assert (row.status, row.attempt, row.worker) == (Status.PROCESSING, 1, "a")
+
+
+def test_a_stale_attempt_cannot_finish(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        claim = lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
+    assert claim is not None
+    stale = lifecycle.Claim(prediction_id, claim.attempt + 1)
+    with session_scope(database_url) as session:
+        assert not lifecycle.fail(session, stale, error="late")
+        assert lifecycle.fail(session, claim, error="boom")
+    with session_scope(database_url) as session:  # terminal states absorb everything
+        assert not lifecycle.fail(session, claim, error="again")
+        assert lifecycle.heartbeat(session, claim, lease_seconds=LEASE_S, logs="") is None
+    row = status_of(database_url, prediction_id)
+    assert (row.status, row.error) == (Status.FAILED, "boom")
+
+
+def test_canceled_while_queued_can_never_be_claimed(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        lifecycle.request_cancel(session, prediction_id=prediction_id)
+    with session_scope(database_url) as session:
+        assert (
+            lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S) is None
+        )
+    assert status_of(database_url, prediction_id).status == Status.CANCELED
+
+
+def test_cancel_while_running_is_seen_by_the_heartbeat(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        claim = lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
+    assert claim is not None
+    with session_scope(database_url) as session:
+        assert lifecycle.heartbeat(session, claim, lease_seconds=LEASE_S, logs="1/4") is False
+        lifecycle.request_cancel(session, prediction_id=prediction_id)
+    with session_scope(database_url) as session:
+        assert lifecycle.heartbeat(session, claim, lease_seconds=LEASE_S, logs="2/4") is True
+        assert lifecycle.cancel_running(session, claim, predict_time=None, logs="2/4")
+    row = status_of(database_url, prediction_id)
+    assert (row.status, row.logs, row.output_keys) == (Status.CANCELED, "2/4", None)
+
+
+def test_claims_stop_at_max_attempts(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        session.execute(Prediction.__table__.update().where(Prediction.id == prediction_id).values(attempt=2))
+    with session_scope(database_url) as session:
+        assert (
+            lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S) is None
+        )
+        count = session.scalar(
+            select(func.count()).select_from(Prediction).where(Prediction.id == prediction_id)
+        )
+    assert count == 1
+    assert status_of(database_url, prediction_id).status == Status.STARTING

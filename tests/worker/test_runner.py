@@ -1,0 +1,156 @@
+"""The runner on real Postgres, local storage and the real tiny pipeline."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from models import lifecycle
+from models.catalog import SD35_MEDIUM
+from models.db import session_scope
+from models.inputs import RenderRequest
+from models.keys import find_active_key
+from models.settings import Settings
+from models.status import Status
+from models.storage import LocalStorage
+from models.tables import Prediction
+from worker.pipelines import Predictor, load_predictor
+from worker.runner import run_prediction
+
+SMALL = {"prompt": "a red fox", "width": 256, "height": 256, "steps": 4, "output_format": "png"}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Predictor:
+    return load_predictor("tiny", "")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        storage_url=str(tmp_path),
+        public_url="http://farm.test",
+        heartbeat_seconds=0,
+    )
+
+
+@pytest.fixture
+def storage(settings: Settings) -> LocalStorage:
+    return LocalStorage(Path(settings.storage_url), settings.public_url)
+
+
+@pytest.fixture
+def new_prediction(database_url: str, api_key: str) -> Callable[[dict[str, object]], str]:
+    def create(inputs: dict[str, object]) -> str:
+        with session_scope(database_url) as session:
+            key = find_active_key(session, api_key)
+            assert key is not None
+            return lifecycle.create_prediction(
+                session, api_key_id=key.id, spec=SD35_MEDIUM, inputs=inputs, seed=5, max_attempts=3
+            ).id
+
+    return create
+
+
+def row(database_url: str, prediction_id: str) -> Prediction:
+    with session_scope(database_url) as session:
+        prediction = session.get(Prediction, prediction_id)
+        assert prediction is not None
+        return prediction
+
+
+def test_success_records_outputs_metrics_and_cost(
+    settings: Settings,
+    storage: LocalStorage,
+    tiny: Predictor,
+    new_prediction: Callable[[dict[str, object]], str],
+) -> None:
+    prediction_id = new_prediction({**SMALL, "num_images": 2})
+    assert (
+        run_prediction(prediction_id, settings=settings, predictor=tiny, storage=storage) is Status.SUCCEEDED
+    )
+    done = row(settings.database_url, prediction_id)
+    assert done.output_keys == [f"outputs/{prediction_id}/1/0.png", f"outputs/{prediction_id}/1/1.png"]
+    assert all(storage.get(key).startswith(b"\x89PNG") for key in done.output_keys)
+    assert done.predict_time and done.gpu_seconds and done.gpu_seconds >= done.predict_time
+    assert done.cost_usd == pytest.approx(done.gpu_seconds * settings.gpu_hourly_usd / 3600, rel=1e-3)
+    assert done.gpu_class == "cpu"
+    assert "4/4" in done.logs
+
+
+def test_a_duplicate_delivery_is_a_harmless_no_op(
+    settings: Settings,
+    storage: LocalStorage,
+    tiny: Predictor,
+    new_prediction: Callable[[dict[str, object]], str],
+) -> None:
+    prediction_id = new_prediction(SMALL)
+    run_prediction(prediction_id, settings=settings, predictor=tiny, storage=storage)
+    first = row(settings.database_url, prediction_id)
+    assert run_prediction(prediction_id, settings=settings, predictor=tiny, storage=storage) is None
+    second = row(settings.database_url, prediction_id)
+    assert (second.status, second.attempt, second.output_keys, second.completed_at) == (
+        Status.SUCCEEDED,
+        1,
+        first.output_keys,
+        first.completed_at,
+    )
+    assert not (Path(settings.storage_url) / "outputs" / prediction_id / "2").exists()
+
+
+class CancelAtStep:
+    """The real tiny predictor, with the customer's cancel arriving while step ``at`` runs."""
+
+    def __init__(self, predictor: Predictor, database_url: str, prediction_id: str, at: int) -> None:
+        self.predictor, self.database_url, self.prediction_id, self.at = (
+            predictor,
+            database_url,
+            prediction_id,
+            at,
+        )
+        self.build, self.gpu_class = predictor.build, predictor.gpu_class
+        self.steps_seen: list[int] = []
+
+    def predict(self, request: RenderRequest, on_step: Callable[[int, int], None]) -> list[object]:
+        def watched(step: int, total: int) -> None:
+            self.steps_seen.append(step)
+            if step == self.at:
+                with session_scope(self.database_url) as session:
+                    lifecycle.request_cancel(session, prediction_id=self.prediction_id)
+            on_step(step, total)
+
+        return self.predictor.predict(request, watched)  # type: ignore[return-value]
+
+
+def test_cancel_while_running_stops_at_the_next_step_with_no_output(
+    settings: Settings,
+    storage: LocalStorage,
+    tiny: Predictor,
+    new_prediction: Callable[[dict[str, object]], str],
+) -> None:
+    prediction_id = new_prediction({**SMALL, "steps": 10})
+    canceling = CancelAtStep(tiny, settings.database_url, prediction_id, at=3)
+    status = run_prediction(prediction_id, settings=settings, predictor=canceling, storage=storage)  # type: ignore[arg-type]
+    assert status is Status.CANCELED
+    assert canceling.steps_seen == [1, 2, 3]  # stopped at the step where the cancel arrived
+    done = row(settings.database_url, prediction_id)
+    assert (done.status, done.output_keys, done.error) == (Status.CANCELED, None, None)
+    assert not (Path(settings.storage_url) / "outputs" / prediction_id).exists()
+
+
+class RaisesInPredict:
+    build, gpu_class = "raises", "cpu"
+
+    def predict(self, request: RenderRequest, on_step: Callable[[int, int], None]) -> Iterator[object]:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+def test_an_exception_in_the_pipeline_fails_the_prediction_readably(
+    settings: Settings, storage: LocalStorage, new_prediction: Callable[[dict[str, object]], str]
+) -> None:
+    prediction_id = new_prediction(SMALL)
+    status = run_prediction(prediction_id, settings=settings, predictor=RaisesInPredict(), storage=storage)  # type: ignore[arg-type]
+    assert status is Status.FAILED
+    done = row(settings.database_url, prediction_id)
+    assert (done.status, done.error) == (Status.FAILED, "RuntimeError: CUDA out of memory (simulated)")

@@ -1,0 +1,50 @@
+"""The worker's text-to-image pipelines, one Predictor per model preset.
+
+This package imports torch and diffusers (in its submodules, loaded on first use): only the worker may
+import it, never the gateway or `models`.
+"""
+
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Protocol
+
+from PIL import Image
+
+from models.inputs import RenderRequest
+
+PRESETS = ("sd3.5-medium", "tiny")
+
+# Called after each denoising step with (steps done, 1-based; total steps). Raising from it cancels the
+# run: the exception propagates out of predict() unchanged and nothing else runs (no VAE decode).
+OnStep = Callable[[int, int], None]
+
+
+class Predictor(Protocol):
+    """A loaded pipeline; one predict() at a time (diffusers schedulers are stateful)."""
+
+    build: str  # preset + library versions: "tiny/diffusers-0.42.1/transformers-5.23.0/torch-2.13.0+cpu"
+    gpu_class: str  # "cpu" or torch.cuda.get_device_name()
+
+    def predict(self, request: RenderRequest, on_step: OnStep) -> list[Image.Image]:
+        """One RGB image per seed in `request.seeds`, each exactly request.width x request.height."""
+        ...
+
+
+def build_id(preset: str) -> str:
+    """Identifies what produced the pixels: the same seed gives other pixels on other library versions."""
+    libraries = "/".join(f"{name}-{version(name)}" for name in ("diffusers", "transformers", "torch"))
+    return f"{preset}/{libraries}"
+
+
+def load_predictor(preset: str, model_path: str) -> Predictor:
+    """Build the predictor of `preset` ("tiny" ignores `model_path`); slow, so call once per process."""
+    # Imported here so that loading one preset never pays for the other's imports.
+    if preset == "tiny":
+        from worker.pipelines.tiny import TinyPredictor
+
+        return TinyPredictor()
+    if preset == "sd3.5-medium":
+        from worker.pipelines.sd35 import SD35Predictor
+
+        return SD35Predictor(model_path)
+    raise ValueError(f"unknown model preset {preset!r}: use one of {', '.join(PRESETS)}")

@@ -1,0 +1,143 @@
+"""One prediction on this worker: claim → predict → encode and upload → finalize.
+
+Each step that changes the row is a compare-and-set on (status, attempt): when another execution
+owns the prediction, this one changes nothing and its files (under its own attempt's keys) are
+never referenced.
+"""
+
+import logging
+import os
+import socket
+import time
+import traceback
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from models import lifecycle
+from models.catalog import find_model
+from models.cost import gpu_cost_usd, price_usd
+from models.db import session_scope
+from models.inputs import RenderRequest
+from models.settings import Settings
+from models.status import Status
+from models.storage import CONTENT_TYPES, Storage, output_key
+from models.tables import Prediction
+from worker.encode import encode_image
+from worker.pipelines import Predictor
+from worker.progress import ProgressLog
+
+log = logging.getLogger("farm.worker")
+
+
+class CancelRequested(Exception):
+    """The customer canceled the running prediction; raised at a step boundary."""
+
+
+class ClaimLost(Exception):
+    """Another execution owns the prediction now (lease expired and reclaimed)."""
+
+
+def worker_name(settings: Settings) -> str:
+    return settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_prediction(
+    prediction_id: str, *, settings: Settings, predictor: Predictor, storage: Storage
+) -> Status | None:
+    """Run the prediction if it can be claimed; return the terminal status this run recorded."""
+    started = time.perf_counter()
+    db = settings.database_url
+
+    # 1. Claim the next attempt (0 rows: finished, canceled, owned elsewhere, or out of attempts).
+    with session_scope(db) as session:
+        claim = lifecycle.claim(
+            session,
+            prediction_id=prediction_id,
+            worker=worker_name(settings),
+            lease_seconds=settings.lease_seconds,
+        )
+        prediction = session.get(Prediction, prediction_id) if claim else None
+    if claim is None or prediction is None:
+        log.info("prediction %s not claimable; skipping this delivery", prediction_id)
+        return None
+
+    progress = ProgressLog()
+    predict_time: float | None = None
+    try:
+        # 2. Resolve the stored input (validated at the gateway) into a render request.
+        spec = find_model(prediction.model)
+        if spec is None:
+            raise RuntimeError(f"model {prediction.model!r} is not in this worker's catalog")
+        inputs = spec.input_cls.model_validate(prediction.input)
+        request = RenderRequest.from_input(inputs, prediction.seed)  # type: ignore[arg-type]
+
+        # 3. Denoise, renewing the lease and watching for cancel at step boundaries.
+        last_beat = 0.0
+
+        def on_step(step: int, total: int) -> None:
+            nonlocal last_beat
+            progress.step(step, total)
+            now = time.perf_counter()
+            # Steps can be milliseconds apart: reach Postgres at most every heartbeat_seconds.
+            if now - last_beat < settings.heartbeat_seconds and step < total:
+                return
+            last_beat = now
+            with session_scope(db) as beat:
+                canceled = lifecycle.heartbeat(
+                    beat, claim, lease_seconds=settings.lease_seconds, logs=progress.text()
+                )
+            if canceled is None:
+                raise ClaimLost(prediction_id)
+            if canceled:
+                raise CancelRequested(prediction_id)
+
+        predict_started = time.perf_counter()
+        images = predictor.predict(request, on_step)
+        predict_time = time.perf_counter() - predict_started
+
+        # 4. Encode and upload under this attempt's keys.
+        keys = []
+        for index, image in enumerate(images):
+            key = output_key(prediction_id, claim.attempt, index, request.output_format)
+            data = encode_image(image, request.output_format, request.output_quality)
+            storage.put(key, data, CONTENT_TYPES[request.output_format])
+            keys.append(key)
+
+        # 5. Finalize with metrics and cost; the GPU was held from claim to here.
+        gpu_seconds = time.perf_counter() - started
+        with session_scope(db) as session:
+            won = lifecycle.succeed(
+                session,
+                claim,
+                output_keys=keys,
+                predict_time=round(predict_time, 6),
+                gpu_seconds=round(gpu_seconds, 6),
+                gpu_class=settings.gpu_class or predictor.gpu_class,
+                cost_usd=gpu_cost_usd(gpu_seconds, settings.gpu_hourly_usd),
+                price_usd=price_usd(spec.price_per_megapixel_usd, request.width, request.height, len(keys)),
+                logs=progress.text(),
+            )
+        return Status.SUCCEEDED if won else None
+    except CancelRequested:
+        with session_scope(db) as session:
+            lifecycle.cancel_running(session, claim, predict_time=predict_time, logs=progress.text())
+        log.info("prediction %s canceled", prediction_id)
+        return Status.CANCELED
+    except ClaimLost:
+        log.warning(
+            "prediction %s: claim of attempt %d lost; discarding this run", prediction_id, claim.attempt
+        )
+        return None
+    except SoftTimeLimitExceeded:
+        return _fail(db, claim, "Prediction exceeded the worker's time limit.", predict_time, progress)
+    except Exception as error:  # any failure inside the farm ends the prediction, not the worker
+        log.error("prediction %s failed:\n%s", prediction_id, traceback.format_exc())
+        return _fail(db, claim, f"{error.__class__.__name__}: {error}", predict_time, progress)
+
+
+def _fail(
+    db: str, claim: lifecycle.Claim, error: str, predict_time: float | None, progress: ProgressLog
+) -> Status | None:
+    with session_scope(db) as session:
+        failed = lifecycle.fail(session, claim, error=error, predict_time=predict_time, logs=progress.text())
+    return Status.FAILED if failed else None
