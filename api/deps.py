@@ -11,7 +11,7 @@ from models.db import get_sessionmaker
 from models.keys import find_active_key, touch_key
 from models.settings import Settings, get_settings
 from models.storage import Storage, storage_from_url
-from models.tables import ApiKey
+from models.tables import ApiKey, Prediction
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -76,3 +76,11 @@ def get_current_key(
 
 
 CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+
+
+def owned_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction:
+    """The caller's prediction; another key's ids are answered like unknown ones."""
+    prediction = session.get(Prediction, prediction_id)
+    if prediction is None or prediction.api_key_id != key.id:
+        raise HTTPException(404, f"Prediction {prediction_id!r} not found.")
+    return prediction

@@ -58,6 +58,11 @@ class InputError(Exception):
         self.errors = errors
 
     @classmethod
+    def field(cls, field: str, message: str, value: Any) -> "InputError":
+        """One bad field."""
+        return cls([{"field": field, "message": message, "value": value}])
+
+    @classmethod
     def from_validation(cls, error: ValidationError, prefix: tuple[str | int, ...]) -> "InputError":
         return cls(describe_errors(error.errors(include_url=False), prefix))
 

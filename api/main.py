@@ -4,7 +4,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.json_body import JsonBodyMiddleware
-from api.routes import catalog, files, health, predictions
+from api.routes import catalog, files, health, predictions, stream
 
 
 def create_app() -> FastAPI:
@@ -16,6 +16,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(JsonBodyMiddleware)
     app.include_router(predictions.router)
+    app.include_router(stream.router)
     app.include_router(catalog.router)
     app.include_router(health.router)
     app.include_router(files.router)

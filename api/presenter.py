@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 from typing import Any
 
+from models.queue_eta import QueueStanding
 from models.status import Status
 from models.storage import Storage
 from models.tables import Prediction
@@ -19,8 +20,18 @@ def seconds_between(start: datetime | None, end: datetime | None) -> float | Non
     return round((end - start).total_seconds(), 6)
 
 
-def prediction_public(prediction: Prediction, *, storage: Storage, public_url: str) -> dict[str, Any]:
-    """The JSON body of a prediction for its owner."""
+def progress_public(prediction: Prediction) -> dict[str, Any] | None:
+    """``{step, total, percent}`` of the denoising loop, once the worker reported a step."""
+    if not prediction.progress_total:
+        return None
+    step, total = prediction.progress_step or 0, prediction.progress_total
+    return {"step": step, "total": total, "percent": round(100 * step / total, 1)}
+
+
+def prediction_public(
+    prediction: Prediction, *, storage: Storage, public_url: str, standing: QueueStanding | None = None
+) -> dict[str, Any]:
+    """The JSON body of a prediction for its owner; ``standing`` adds queue_position and eta_seconds."""
     base = f"{public_url.rstrip('/')}/v1/predictions/{prediction.id}"
     status = Status(prediction.status)
     output = None
@@ -34,7 +45,7 @@ def prediction_public(prediction: Prediction, *, storage: Storage, public_url: s
         "cost_usd": prediction.cost_usd,
         "price_usd": prediction.price_usd,
     }
-    return {
+    body: dict[str, Any] = {
         "id": prediction.id,
         "model": prediction.model,
         "version": prediction.version,
@@ -52,4 +63,13 @@ def prediction_public(prediction: Prediction, *, storage: Storage, public_url: s
         "metrics": {name: value for name, value in metrics.items() if value is not None},
         "seed": prediction.seed,
         "gpu_class": prediction.gpu_class,
+        "has_nsfw_concepts": prediction.has_nsfw_concepts,
     }
+    if prediction.deadline is not None:
+        body["deadline"] = iso(prediction.deadline)
+    if (progress := progress_public(prediction)) is not None:
+        body["progress"] = progress
+    if standing is not None and status is Status.STARTING:
+        body["queue_position"] = standing.position
+        body["eta_seconds"] = standing.eta_seconds
+    return body

@@ -1,4 +1,5 @@
-"""The outbox relay: publishes committed jobs to the broker. Run as ``python -m api.relay``.
+"""The outbox relay: publishes committed jobs to the broker, and cancels predictions past their
+``Cancel-After`` deadline. Run as ``python -m api.relay``.
 
 A job reaches Redis only after its row is committed. Publishing happens inside the transaction
 that marks the outbox row sent: if that commit is lost the row is published again, and the
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.broker import make_celery
 from models.db import get_sessionmaker
-from models.lifecycle import OUTBOX_CHANNEL
+from models.lifecycle import OUTBOX_CHANNEL, expire_deadlines
 from models.settings import Settings, get_settings
 from models.tables import OutboxMessage
 
@@ -80,6 +81,9 @@ def run(settings: Settings) -> None:
             sent = relay_batch(sessions, celery)
             if sent:
                 log.info("published %d job(s)", sent)
+            with sessions() as session, session.begin():
+                if expired := expire_deadlines(session):
+                    log.info("canceled %d queued prediction(s) past their Cancel-After deadline", expired)
             if sent < BATCH_SIZE:
                 # Wakes at the first commit that queued a job; the timeout covers missed notifications.
                 for _ in listener.notifies(timeout=settings.relay_poll_seconds, stop_after=1):

@@ -3,6 +3,7 @@
 Every front door ends here, so validation and the job store are shared.
 """
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,7 +17,13 @@ from models.tables import ApiKey, Prediction
 
 
 def submit_prediction(
-    session: Session, *, key: ApiKey, spec: ModelSpec, raw_input: dict[str, Any], max_attempts: int
+    session: Session,
+    *,
+    key: ApiKey,
+    spec: ModelSpec,
+    raw_input: dict[str, Any],
+    max_attempts: int,
+    cancel_after: timedelta | None = None,
 ) -> Prediction:
     """Validate ``raw_input`` and record the prediction; nothing is stored when the input is invalid."""
     try:
@@ -30,4 +37,5 @@ def submit_prediction(
         inputs=raw_input,
         seed=choose_seed(getattr(inputs, "seed", None)),
         max_attempts=max_attempts,
+        deadline=None if cancel_after is None else datetime.now(UTC) + cancel_after,
     )

@@ -27,8 +27,27 @@ ASPECT_RATIO_SIZES: dict[str, tuple[int, int]] = {
     "9:16": (768, 1344),
     "9:21": (640, 1536),
 }
+# fal's size presets (fal-ai/stable-diffusion-v35-medium `image_size`).
+IMAGE_SIZE_PRESETS: dict[str, tuple[int, int]] = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+ImageSizePreset = Literal["square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9"]
 AspectRatio = Literal["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 OutputFormat = Literal["webp", "jpg", "jpeg", "png"]
+
+
+class ImageSize(BaseModel):
+    """An explicit size, as fal's ``image_size`` object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    width: int = Field(ge=256, le=1536, multiple_of=16, description="Width in pixels.")
+    height: int = Field(ge=256, le=1536, multiple_of=16, description="Height in pixels.")
 
 
 class SD35Input(BaseModel):
@@ -37,12 +56,14 @@ class SD35Input(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the image should show.")
-    negative_prompt: str = Field(
-        default="", max_length=MAX_PROMPT_CHARS, description="What the image should not show."
-    )
+    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="What the image should not show.")
     aspect_ratio: AspectRatio = Field(
         default="1:1",
         description="Shape of the image, rendered near one megapixel. Ignored when width and height are set.",
+    )
+    image_size: ImageSizePreset | ImageSize | None = Field(
+        default=None,
+        description="fal's size: a preset name or {width, height}. Wins over aspect_ratio; width/height win over it.",
     )
     width: int | None = Field(
         default=None, ge=256, le=1536, multiple_of=16, description="Image width in pixels; set with height."
@@ -94,6 +115,10 @@ class SD35Input(BaseModel):
         """(width, height) of the output."""
         if self.width is not None and self.height is not None:
             return self.width, self.height
+        if isinstance(self.image_size, ImageSize):
+            return self.image_size.width, self.image_size.height
+        if self.image_size is not None:
+            return IMAGE_SIZE_PRESETS[self.image_size]
         return ASPECT_RATIO_SIZES[self.aspect_ratio]
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.catalog import ModelSpec
@@ -19,6 +19,8 @@ from models.ids import new_prediction_id
 from models.queue import TASK_RENDER
 from models.status import Status
 from models.tables import OutboxMessage, Prediction
+
+DEADLINE_ERROR = "Canceled: the Cancel-After deadline passed."
 
 # Relay wake-up channel: NOTIFY is delivered at commit, so the relay never sees uncommitted jobs.
 OUTBOX_CHANNEL = "farm_outbox"
@@ -32,6 +34,7 @@ def create_prediction(
     inputs: dict[str, Any],
     seed: int,
     max_attempts: int,
+    deadline: datetime | None = None,
 ) -> Prediction:
     """Record a new prediction and its outbox message in the caller's transaction."""
     prediction = Prediction(
@@ -44,6 +47,7 @@ def create_prediction(
         status=Status.STARTING,
         attempt=0,
         max_attempts=max_attempts,
+        deadline=deadline,
         logs="",
     )
     session.add(prediction)
@@ -73,6 +77,7 @@ def claim(session: Session, *, prediction_id: str, worker: str, lease_seconds: f
             Prediction.id == prediction_id,
             Prediction.status == Status.STARTING,
             Prediction.attempt < Prediction.max_attempts,
+            or_(Prediction.deadline.is_(None), Prediction.deadline > now),
         )
         .values(
             status=Status.PROCESSING,
@@ -128,9 +133,7 @@ def succeed(
     )
 
 
-def fail(
-    session: Session, claim: Claim, *, error: str, predict_time: float | None = None, logs: str = ""
-) -> bool:
+def fail(session: Session, claim: Claim, *, error: str, predict_time: float | None = None, logs: str = "") -> bool:
     """End the attempt ``failed`` with a readable error."""
     return _finish(session, claim, Status.FAILED, error=error, predict_time=predict_time, logs=logs)
 
@@ -160,9 +163,11 @@ def request_cancel(session: Session, *, prediction_id: str) -> None:
     )
 
 
-def heartbeat(session: Session, claim: Claim, *, lease_seconds: float, logs: str) -> bool | None:
-    """Extend the claim's lease and record progress. Returns whether a cancel was requested, or None
-    when the claim is lost (another attempt owns the prediction, or it ended)."""
+def heartbeat(session: Session, claim: Claim, *, lease_seconds: float, logs: str, step: int, total: int) -> bool | None:
+    """Extend the claim's lease and record progress. Returns whether the run must stop (canceled,
+    or past its Cancel-After deadline), or None when the claim is lost (another attempt owns the
+    prediction, or it ended)."""
+    now = datetime.now(UTC)
     row = session.execute(
         update(Prediction)
         .where(
@@ -170,7 +175,37 @@ def heartbeat(session: Session, claim: Claim, *, lease_seconds: float, logs: str
             Prediction.status == Status.PROCESSING,
             Prediction.attempt == claim.attempt,
         )
-        .values(lease_expires_at=datetime.now(UTC) + timedelta(seconds=lease_seconds), logs=logs)
-        .returning(Prediction.cancel_requested_at)
+        .values(
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            logs=logs,
+            progress_step=step,
+            progress_total=total,
+        )
+        .returning(Prediction.cancel_requested_at, Prediction.deadline)
     ).first()
-    return None if row is None else row[0] is not None
+    if row is None:
+        return None
+    cancel_requested_at, deadline = row
+    return cancel_requested_at is not None or (deadline is not None and deadline <= now)
+
+
+def expire_deadlines(session: Session) -> int:
+    """Cancel-After: cancel queued predictions past their deadline and flag running ones (their
+    worker stops at the next step). Returns how many queued predictions were canceled."""
+    now = datetime.now(UTC)
+    canceled = session.execute(
+        update(Prediction)
+        .where(Prediction.status == Status.STARTING, Prediction.deadline <= now)
+        .values(status=Status.CANCELED, completed_at=now, error=DEADLINE_ERROR)
+        .returning(Prediction.id)
+    ).all()
+    session.execute(
+        update(Prediction)
+        .where(
+            Prediction.status == Status.PROCESSING,
+            Prediction.deadline <= now,
+            Prediction.cancel_requested_at.is_(None),
+        )
+        .values(cancel_requested_at=now)
+    )
+    return len(canceled)

@@ -40,9 +40,7 @@ class Settings(BaseSettings):
         default="stabilityai/stable-diffusion-3.5-medium",
         description="Local directory, or Hugging Face repo id in the local cache, of the SD3.5 weights.",
     )
-    worker_name: str = Field(
-        default="", description="Name recorded on claimed predictions (default: host:pid)."
-    )
+    worker_name: str = Field(default="", description="Name recorded on claimed predictions (default: host:pid).")
     gpu_class: str = Field(default="", description="GPU model recorded per prediction (default: detected).")
     gpu_hourly_usd: float = Field(
         default=2.0, ge=0, description="What one hour of this worker's GPU costs; cost_usd derives from it."

@@ -100,9 +100,7 @@ def storage_from_url(storage_url: str, public_url: str) -> Storage:
     parts = urlsplit(storage_url)
     if parts.scheme == "s3":
         if not parts.netloc:
-            raise ValueError(
-                f"FARM_STORAGE_URL {storage_url!r} has no bucket: use s3://BUCKET?endpoint_url=…"
-            )
+            raise ValueError(f"FARM_STORAGE_URL {storage_url!r} has no bucket: use s3://BUCKET?endpoint_url=…")
         options = {name: values[-1] for name, values in parse_qs(parts.query).items()}
         region = options.get("region", "us-east-1")
         client = boto3.client("s3", endpoint_url=options.get("endpoint_url"), region_name=region)

@@ -47,10 +47,17 @@ class Prediction(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Cancel-After: queued or running past this moment, the prediction is canceled.
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # img2img: the init image, stored by the gateway (workers never fetch customer URLs).
+    image_key: Mapped[str | None] = mapped_column(String(300))
 
     output_keys: Mapped[list[str] | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
     logs: Mapped[str] = mapped_column(Text, default="", server_default="")
+    progress_step: Mapped[int | None] = mapped_column(Integer)
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    has_nsfw_concepts: Mapped[list[bool] | None] = mapped_column(JSONB)
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

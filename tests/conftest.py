@@ -122,9 +122,7 @@ def s3_farm(
 
 
 @pytest.fixture(scope="session")
-def gateway(
-    postgres_server: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Farm]:
+def gateway(postgres_server: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     """The gateway alone: predictions stay queued, so API behaviour is tested without a worker racing."""
     root = tmp_path_factory.mktemp("gateway")
     with isolated_farm(

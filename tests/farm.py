@@ -97,9 +97,7 @@ def running_farm(
     logs.mkdir(parents=True, exist_ok=True)
     farm = Farm(url=url, key=key, other_key=other_key, env=env, logs=logs)
     with ExitStack() as stack:
-        commands = {
-            "gateway": [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
-        }
+        commands = {"gateway": [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]}
         if relay:
             commands["relay"] = [sys.executable, "-m", "api.relay"]
         if worker:

@@ -23,6 +23,10 @@ class ProgressLog:
             f"{percent:3d}%|{bar}| {step}/{total} [{_clock(elapsed)}<{_clock(remaining)}, {rate:.2f}it/s]"
         )
 
+    def note(self, line: str) -> None:
+        """A plain log line (not progress)."""
+        self.lines.append(line)
+
     def text(self) -> str:
         return "\n".join(self.lines) + ("\n" if self.lines else "")
 

@@ -29,6 +29,12 @@ from worker.progress import ProgressLog
 log = logging.getLogger("farm.worker")
 
 
+# No checker is loaded yet, so the prediction says so instead of claiming outputs are safe.
+NO_SAFETY_CHECKER = (
+    "Safety checker: none configured on this worker; outputs were not checked (has_nsfw_concepts: null)."
+)
+
+
 class CancelRequested(Exception):
     """The customer canceled the running prediction; raised at a step boundary."""
 
@@ -41,9 +47,7 @@ def worker_name(settings: Settings) -> str:
     return settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_prediction(
-    prediction_id: str, *, settings: Settings, predictor: Predictor, storage: Storage
-) -> Status | None:
+def run_prediction(prediction_id: str, *, settings: Settings, predictor: Predictor, storage: Storage) -> Status | None:
     """Run the prediction if it can be claimed; return the terminal status this run recorded."""
     started = time.perf_counter()
     db = settings.database_url
@@ -70,6 +74,8 @@ def run_prediction(
             raise RuntimeError(f"model {prediction.model!r} is not in this worker's catalog")
         inputs = spec.input_cls.model_validate(prediction.input)
         request = RenderRequest.from_input(inputs, prediction.seed)  # type: ignore[arg-type]
+        if getattr(inputs, "enable_safety_checker", False):
+            progress.note(NO_SAFETY_CHECKER)
 
         # 3. Denoise, renewing the lease and watching for cancel at step boundaries.
         last_beat = 0.0
@@ -84,7 +90,7 @@ def run_prediction(
             last_beat = now
             with session_scope(db) as beat:
                 canceled = lifecycle.heartbeat(
-                    beat, claim, lease_seconds=settings.lease_seconds, logs=progress.text()
+                    beat, claim, lease_seconds=settings.lease_seconds, logs=progress.text(), step=step, total=total
                 )
             if canceled is None:
                 raise ClaimLost(prediction_id)
@@ -124,9 +130,7 @@ def run_prediction(
         log.info("prediction %s canceled", prediction_id)
         return Status.CANCELED
     except ClaimLost:
-        log.warning(
-            "prediction %s: claim of attempt %d lost; discarding this run", prediction_id, claim.attempt
-        )
+        log.warning("prediction %s: claim of attempt %d lost; discarding this run", prediction_id, claim.attempt)
         return None
     except SoftTimeLimitExceeded:
         return _fail(db, claim, "Prediction exceeded the worker's time limit.", predict_time, progress)

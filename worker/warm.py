@@ -18,7 +18,5 @@ def get_predictor() -> Predictor:
         settings = get_settings()
         started = time.perf_counter()
         _predictor = load_predictor(settings.model_preset, settings.model_path)
-        log.info(
-            "loaded %s on %s in %.1f s", _predictor.build, _predictor.gpu_class, time.perf_counter() - started
-        )
+        log.info("loaded %s on %s in %.1f s", _predictor.build, _predictor.gpu_class, time.perf_counter() - started)
     return _predictor

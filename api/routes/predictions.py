@@ -6,17 +6,20 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, tuple_
 
-from api.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
+from api.cancel_after import parse_cancel_after
+from api.deps import CurrentKey, SessionDep, SettingsDep, StorageDep, owned_prediction
 from api.errors import InputError
 from api.presenter import prediction_public
 from api.submit import submit_prediction
 from models.catalog import ModelSpec, find_model
 from models.lifecycle import request_cancel
+from models.queue_eta import queue_standing
+from models.status import Status
 from models.tables import ApiKey, Prediction
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
@@ -41,6 +44,12 @@ class PredictionCreate(ModelPredictionCreate):
     model: str | None = Field(default=None, description="owner/name of the model.")
 
 
+CancelAfterHeader = Annotated[
+    str | None,
+    Header(description="Cancel the prediction after this long, queued or running: 30s, 5m, 1h30m45s."),
+]
+
+
 def _create(
     body: ModelPredictionCreate,
     spec: ModelSpec,
@@ -48,44 +57,48 @@ def _create(
     key: ApiKey,
     settings: SettingsDep,
     storage: StorageDep,
+    cancel_after: str | None,
 ) -> JSONResponse:
     if body.webhook is not None:
-        raise InputError(
-            [
-                {
-                    "field": "webhook",
-                    "message": "webhooks are not available on this farm yet: poll the prediction's urls.get",
-                    "value": body.webhook,
-                }
-            ]
+        raise InputError.field(
+            "webhook",
+            "webhooks are not available on this farm yet: poll the prediction's urls.get",
+            body.webhook,
         )
     prediction = submit_prediction(
-        session, key=key, spec=spec, raw_input=body.input, max_attempts=settings.max_attempts
+        session,
+        key=key,
+        spec=spec,
+        raw_input=body.input,
+        max_attempts=settings.max_attempts,
+        cancel_after=None if cancel_after is None else parse_cancel_after(cancel_after),
     )
-    content = prediction_public(prediction, storage=storage, public_url=settings.public_url)
+    content = prediction_public(
+        prediction,
+        storage=storage,
+        public_url=settings.public_url,
+        standing=queue_standing(session, prediction),
+    )
     return JSONResponse(status_code=201, content=content, headers={"Location": content["urls"]["get"]})
 
 
 @router.post("/predictions", status_code=201)
 def create_prediction(
-    body: PredictionCreate, session: SessionDep, key: CurrentKey, settings: SettingsDep, storage: StorageDep
+    body: PredictionCreate,
+    session: SessionDep,
+    key: CurrentKey,
+    settings: SettingsDep,
+    storage: StorageDep,
+    cancel_after: CancelAfterHeader = None,
 ) -> JSONResponse:
     """Create a prediction for the model named by ``version`` or ``model``."""
     ref = body.version or body.model
     if ref is None:
-        raise InputError(
-            [
-                {
-                    "field": "version",
-                    "message": "name the model: set version (owner/name or a version id) or model",
-                    "value": None,
-                }
-            ]
-        )
+        raise InputError.field("version", "name the model: set version (owner/name or a version id) or model", None)
     spec = find_model(ref)
     if spec is None:
         raise HTTPException(404, f"Unknown model {ref!r} in 'version'/'model': see GET /v1/models.")
-    return _create(body, spec, session, key, settings, storage)
+    return _create(body, spec, session, key, settings, storage, cancel_after)
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201)
@@ -97,29 +110,23 @@ def create_model_prediction(
     key: CurrentKey,
     settings: SettingsDep,
     storage: StorageDep,
+    cancel_after: CancelAfterHeader = None,
 ) -> JSONResponse:
     """Create a prediction for the named model."""
     spec = find_model(f"{owner}/{name}")
     if spec is None:
         raise HTTPException(404, f"Unknown model '{owner}/{name}': see GET /v1/models.")
-    return _create(body, spec, session, key, settings, storage)
-
-
-def owned_prediction(session: SessionDep, key: ApiKey, prediction_id: str) -> Prediction:
-    """The caller's prediction; another key's ids are answered like unknown ones."""
-    prediction = session.get(Prediction, prediction_id)
-    if prediction is None or prediction.api_key_id != key.id:
-        raise HTTPException(404, f"Prediction {prediction_id!r} not found.")
-    return prediction
+    return _create(body, spec, session, key, settings, storage, cancel_after)
 
 
 @router.get("/predictions/{prediction_id}")
 def get_prediction(
     prediction_id: str, session: SessionDep, key: CurrentKey, settings: SettingsDep, storage: StorageDep
 ) -> dict[str, Any]:
-    """The prediction's current state."""
+    """The prediction's current state; while queued, its place in the queue and estimated wait."""
     prediction = owned_prediction(session, key, prediction_id)
-    return prediction_public(prediction, storage=storage, public_url=settings.public_url)
+    standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
+    return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
 
 
 @router.post("/predictions/{prediction_id}/cancel")
@@ -144,14 +151,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at, prediction_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         return datetime.fromisoformat(created_at), str(prediction_id)
     except (ValueError, TypeError) as error:
-        raise InputError(
-            [
-                {
-                    "field": "cursor",
-                    "message": "not a cursor this API issued: follow the 'next' URL of the previous page",
-                    "value": cursor,
-                }
-            ]
+        raise InputError.field(
+            "cursor", "not a cursor this API issued: follow the 'next' URL of the previous page", cursor
         ) from error
 
 

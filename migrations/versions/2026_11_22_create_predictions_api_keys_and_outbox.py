@@ -1,8 +1,8 @@
 """create predictions, api keys and outbox
 
-Revision ID: 344b26c4aae5
+Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 02:22:16.802959
+Create Date: 2026-11-22 02:51:15.332682
 
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision: str = "344b26c4aae5"
+revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -48,9 +48,14 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(length=200), nullable=True),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("cancel_requested_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("image_key", sa.String(length=300), nullable=True),
         sa.Column("output_keys", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("logs", sa.Text(), server_default="", nullable=False),
+        sa.Column("progress_step", sa.Integer(), nullable=True),
+        sa.Column("progress_total", sa.Integer(), nullable=True),
+        sa.Column("has_nsfw_concepts", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
@@ -59,14 +64,10 @@ def upgrade() -> None:
         sa.Column("gpu_class", sa.String(length=100), nullable=True),
         sa.Column("cost_usd", sa.Double(), nullable=True),
         sa.Column("price_usd", sa.Double(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["api_key_id"], ["api_keys.id"], name=op.f("fk_predictions_api_key_id_api_keys")
-        ),
+        sa.ForeignKeyConstraint(["api_key_id"], ["api_keys.id"], name=op.f("fk_predictions_api_key_id_api_keys")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_predictions")),
     )
-    op.create_index(
-        "ix_predictions_key_created", "predictions", ["api_key_id", "created_at", "id"], unique=False
-    )
+    op.create_index("ix_predictions_key_created", "predictions", ["api_key_id", "created_at", "id"], unique=False)
     op.create_index(
         "ix_predictions_unfinished",
         "predictions",
@@ -87,9 +88,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
     )
-    op.create_index(
-        "ix_outbox_unsent", "outbox", ["id"], unique=False, postgresql_where=sa.text("sent_at IS NULL")
-    )
+    op.create_index("ix_outbox_unsent", "outbox", ["id"], unique=False, postgresql_where=sa.text("sent_at IS NULL"))
     # ### end Alembic commands ###
 
 

@@ -1,5 +1,7 @@
 """The native prediction API over HTTP, against a gateway with no worker (predictions stay queued)."""
 
+from datetime import datetime
+
 import httpx
 import psycopg
 import pytest
@@ -49,9 +51,7 @@ def test_curl_style_form_content_type_is_read_as_json(gateway: Farm) -> None:
 
 def test_create_by_version_and_by_model_field(gateway: Farm) -> None:
     with gateway.client() as client:
-        version = client.get("/v1/models/stability-ai/stable-diffusion-3.5-medium").json()["latest_version"][
-            "id"
-        ]
+        version = client.get("/v1/models/stability-ai/stable-diffusion-3.5-medium").json()["latest_version"]["id"]
         for body in (
             {"version": version, "input": GOOD_INPUT},
             {"version": f"stability-ai/stable-diffusion-3.5-medium:{version}", "input": GOOD_INPUT},
@@ -65,8 +65,7 @@ def test_create_by_version_and_by_model_field(gateway: Farm) -> None:
 def test_random_seed_is_chosen_and_returned(gateway: Farm) -> None:
     with gateway.client() as client:
         seeds = {
-            client.post(MODEL_PATH, json={"input": {"prompt": "x", "seed": None}}).json()["seed"]
-            for _ in range(3)
+            client.post(MODEL_PATH, json={"input": {"prompt": "x", "seed": None}}).json()["seed"] for _ in range(3)
         }
     assert all(isinstance(seed, int) and 0 <= seed < 2**32 for seed in seeds)
     assert len(seeds) > 1
@@ -105,9 +104,7 @@ def test_cancel_queued_prediction(gateway: Farm) -> None:
 
 def test_list_is_newest_first_and_pages_through_next(gateway: Farm) -> None:
     with gateway.client(gateway.other_key) as client:
-        created = [
-            client.post(MODEL_PATH, json={"input": {"prompt": f"p{i}"}}).json()["id"] for i in range(5)
-        ]
+        created = [client.post(MODEL_PATH, json={"input": {"prompt": f"p{i}"}}).json()["id"] for i in range(5)]
         seen: list[str] = []
         url: str | None = "/v1/predictions?page_size=2"
         while url:
@@ -200,8 +197,34 @@ def test_malformed_json_is_422(gateway: Farm) -> None:
 
 def test_string_numbers_are_coerced(gateway: Farm) -> None:
     with gateway.client() as client:
-        response = client.post(
-            MODEL_PATH, json={"input": {"prompt": "x", "cfg": "5", "steps": "40", "seed": "3"}}
-        )
+        response = client.post(MODEL_PATH, json={"input": {"prompt": "x", "cfg": "5", "steps": "40", "seed": "3"}})
     assert response.status_code == 201, response.text
     assert response.json()["seed"] == 3
+
+
+def test_queued_predictions_report_their_place_in_the_queue(gateway: Farm) -> None:
+    with gateway.client() as client:
+        ids = [client.post(MODEL_PATH, json={"input": GOOD_INPUT}).json()["id"] for _ in range(3)]
+        positions = [client.get(f"/v1/predictions/{i}").json()["queue_position"] for i in ids]
+        etas = [client.get(f"/v1/predictions/{i}").json()["eta_seconds"] for i in ids]
+    assert positions[1] == positions[0] + 1 and positions[2] == positions[0] + 2
+    assert etas == [None, None, None]  # nothing has run on this farm, so no throughput is known
+
+
+@pytest.mark.parametrize("value", ["1s", "soon", "5x", "-10", ""])
+def test_bad_cancel_after_is_422_naming_the_header(gateway: Farm, value: str) -> None:
+    before = count_predictions(gateway)
+    with gateway.client() as client:
+        response = client.post(MODEL_PATH, json={"input": GOOD_INPUT}, headers={"Cancel-After": value})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("Cancel-After:")
+    assert count_predictions(gateway) == before
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("30s", 30), ("5m", 300), ("1h30m45s", 5445), ("90", 90)])
+def test_cancel_after_sets_the_deadline(gateway: Farm, value: str, seconds: int) -> None:
+    with gateway.client() as client:
+        body = client.post(MODEL_PATH, json={"input": GOOD_INPUT}, headers={"Cancel-After": value}).json()
+    created = datetime.fromisoformat(body["created_at"])
+    deadline = datetime.fromisoformat(body["deadline"])
+    assert abs((deadline - created).total_seconds() - seconds) < 2

@@ -96,9 +96,7 @@ def test_same_seed_same_pixels(farm: Farm) -> None:
 
 
 def test_s3_storage_serves_presigned_outputs(s3_farm: Farm, s3_endpoint: str) -> None:
-    created = create(
-        s3_farm, {"prompt": "a red fox", "width": 256, "height": 384, "steps": 4, "output_format": "jpg"}
-    )
+    created = create(s3_farm, {"prompt": "a red fox", "width": 256, "height": 384, "steps": 4, "output_format": "jpg"})
     done = s3_farm.wait(str(created["id"]))
     assert done["status"] == "succeeded", done["error"]
     url = done["output"][0]  # type: ignore[index]
@@ -110,24 +108,18 @@ def test_s3_storage_serves_presigned_outputs(s3_farm: Farm, s3_endpoint: str) ->
     assert f"outputs/{created['id']}/1/0.jpg" in {item["Key"] for item in keys}
 
 
-def test_storage_failure_fails_the_prediction_and_the_worker_keeps_serving(
-    s3_farm: Farm, s3_endpoint: str
-) -> None:
+def test_storage_failure_fails_the_prediction_and_the_worker_keeps_serving(s3_farm: Farm, s3_endpoint: str) -> None:
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     for item in s3.list_objects_v2(Bucket=S3_BUCKET).get("Contents", []):
         s3.delete_object(Bucket=S3_BUCKET, Key=item["Key"])
     s3.delete_bucket(Bucket=S3_BUCKET)
     try:
-        broken = s3_farm.wait(
-            str(create(s3_farm, {"prompt": "x", "width": 256, "height": 256, "steps": 2})["id"])
-        )
+        broken = s3_farm.wait(str(create(s3_farm, {"prompt": "x", "width": 256, "height": 256, "steps": 2})["id"]))
     finally:
         s3.create_bucket(Bucket=S3_BUCKET)
     assert broken["status"] == "failed"
     assert "NoSuchBucket" in str(broken["error"])
     assert broken["output"] is None
 
-    healthy = s3_farm.wait(
-        str(create(s3_farm, {"prompt": "x", "width": 256, "height": 256, "steps": 2})["id"])
-    )
+    healthy = s3_farm.wait(str(create(s3_farm, {"prompt": "x", "width": 256, "height": 256, "steps": 2})["id"]))
     assert healthy["status"] == "succeeded", healthy["error"]

@@ -152,9 +152,7 @@ def test_secrets_are_always_guarded() -> None:
 def test_worker_reserves_one_gpu(services: dict[str, dict[str, Any]]) -> None:
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(
-        device.get("driver") == "nvidia"
-        and device.get("count") == 1
-        and "gpu" in device.get("capabilities", [])
+        device.get("driver") == "nvidia" and device.get("count") == 1 and "gpu" in device.get("capabilities", [])
         for device in devices
     ), devices
 
@@ -266,9 +264,7 @@ def test_only_the_gateway_and_presigned_downloads_are_published(services: dict[s
     public = {("api", "8000:8000"), ("minio", "9000:9000")}
     for name, service in services.items():
         for port in service.get("ports", []):
-            assert (name, str(port)) in public or str(port).startswith("127.0.0.1:"), (
-                f"{name} publishes {port}"
-            )
+            assert (name, str(port)) in public or str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
 
 
 # --- .env.example ---------------------------------------------------------------------------------
@@ -286,9 +282,7 @@ def test_env_example_documents_every_setting() -> None:
 
 def test_env_example_holds_no_real_secrets() -> None:
     values = dict(
-        line.split("=", 1)
-        for line in ENV_EXAMPLE.read_text().splitlines()
-        if line and not line.startswith("#")
+        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
     )
     for name in REQUIRED_ENV:
         assert values[name] == "change-me", name

@@ -7,9 +7,7 @@ from models.inputs import ASPECT_RATIO_SIZES, RenderRequest, SD35Input
 
 
 @pytest.mark.parametrize(("ratio", "size"), ASPECT_RATIO_SIZES.items())
-def test_every_aspect_ratio_is_near_one_megapixel_with_sides_divisible_by_64(
-    ratio: str, size: tuple[int, int]
-) -> None:
+def test_every_aspect_ratio_is_near_one_megapixel_with_sides_divisible_by_64(ratio: str, size: tuple[int, int]) -> None:
     width, height = size
     assert width % 64 == 0 and height % 64 == 0
     assert 0.9e6 <= width * height <= 1.1e6
@@ -37,3 +35,16 @@ def test_render_request_gives_each_image_its_own_seed() -> None:
     request = RenderRequest.from_input(inputs, seed=2**32 - 2)
     assert request.seeds == (2**32 - 2, 2**32 - 1, 0)
     assert (request.width, request.height, request.steps, request.guidance_scale) == (256, 256, 40, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("image_size", "expected"),
+    [("landscape_16_9", (1024, 576)), ("square", (512, 512)), ({"width": 768, "height": 512}, (768, 512))],
+)
+def test_fal_image_size_presets_and_objects(image_size: object, expected: tuple[int, int]) -> None:
+    assert SD35Input.model_validate({"prompt": "x", "image_size": image_size}).size() == expected
+
+
+def test_explicit_width_and_height_win_over_image_size() -> None:
+    inputs = SD35Input.model_validate({"prompt": "x", "image_size": "square", "width": 256, "height": 320})
+    assert inputs.size() == (256, 320)

@@ -35,9 +35,7 @@ def status_of(database_url: str, prediction_id: str) -> Prediction:
 
 def test_create_writes_the_outbox_row_in_the_same_transaction(database_url: str, prediction_id: str) -> None:
     with session_scope(database_url) as session:
-        messages = session.scalars(
-            select(OutboxMessage).where(OutboxMessage.prediction_id == prediction_id)
-        ).all()
+        messages = session.scalars(select(OutboxMessage).where(OutboxMessage.prediction_id == prediction_id)).all()
     assert [(m.task_name, m.queue, m.sent_at) for m in messages] == [("farm.render", "sd35-medium", None)]
     assert status_of(database_url, prediction_id).status == Status.STARTING
 
@@ -63,7 +61,7 @@ def test_a_stale_attempt_cannot_finish(database_url: str, prediction_id: str) ->
         assert lifecycle.fail(session, claim, error="boom")
     with session_scope(database_url) as session:  # terminal states absorb everything
         assert not lifecycle.fail(session, claim, error="again")
-        assert lifecycle.heartbeat(session, claim, lease_seconds=LEASE_S, logs="") is None
+        assert lifecycle.heartbeat(session, claim, lease_seconds=LEASE_S, logs="", step=1, total=4) is None
     row = status_of(database_url, prediction_id)
     assert (row.status, row.error) == (Status.FAILED, "boom")
 
@@ -72,9 +70,7 @@ def test_canceled_while_queued_can_never_be_claimed(database_url: str, predictio
     with session_scope(database_url) as session:
         lifecycle.request_cancel(session, prediction_id=prediction_id)
     with session_scope(database_url) as session:
-        assert (
-            lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S) is None
-        )
+        assert lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S) is None
     assert status_of(database_url, prediction_id).status == Status.CANCELED
 
 
@@ -83,10 +79,10 @@ def test_cancel_while_running_is_seen_by_the_heartbeat(database_url: str, predic
         claim = lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
     assert claim is not None
     with session_scope(database_url) as session:
-        assert lifecycle.heartbeat(session, claim, lease_seconds=LEASE_S, logs="1/4") is False
+        assert lifecycle.heartbeat(session, claim, lease_seconds=LEASE_S, logs="1/4", step=1, total=4) is False
         lifecycle.request_cancel(session, prediction_id=prediction_id)
     with session_scope(database_url) as session:
-        assert lifecycle.heartbeat(session, claim, lease_seconds=LEASE_S, logs="2/4") is True
+        assert lifecycle.heartbeat(session, claim, lease_seconds=LEASE_S, logs="2/4", step=2, total=4) is True
         assert lifecycle.cancel_running(session, claim, predict_time=None, logs="2/4")
     row = status_of(database_url, prediction_id)
     assert (row.status, row.logs, row.output_keys) == (Status.CANCELED, "2/4", None)
@@ -96,11 +92,7 @@ def test_claims_stop_at_max_attempts(database_url: str, prediction_id: str) -> N
     with session_scope(database_url) as session:
         session.execute(Prediction.__table__.update().where(Prediction.id == prediction_id).values(attempt=2))
     with session_scope(database_url) as session:
-        assert (
-            lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S) is None
-        )
-        count = session.scalar(
-            select(func.count()).select_from(Prediction).where(Prediction.id == prediction_id)
-        )
+        assert lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S) is None
+        count = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.id == prediction_id))
     assert count == 1
     assert status_of(database_url, prediction_id).status == Status.STARTING

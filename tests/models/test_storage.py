@@ -48,6 +48,4 @@ def test_s3_urls_are_signed_for_the_public_endpoint_when_one_is_set(s3_endpoint:
         "http://unused",
     )
     storage.put("outputs/p/1/0.png", b"png", "image/png")
-    assert storage.url("outputs/p/1/0.png").startswith(
-        f"http://files.example:9000/{S3_BUCKET}/outputs/p/1/0.png?"
-    )
+    assert storage.url("outputs/p/1/0.png").startswith(f"http://files.example:9000/{S3_BUCKET}/outputs/p/1/0.png?")

@@ -67,9 +67,7 @@ def test_success_records_outputs_metrics_and_cost(
     new_prediction: Callable[[dict[str, object]], str],
 ) -> None:
     prediction_id = new_prediction({**SMALL, "num_images": 2})
-    assert (
-        run_prediction(prediction_id, settings=settings, predictor=tiny, storage=storage) is Status.SUCCEEDED
-    )
+    assert run_prediction(prediction_id, settings=settings, predictor=tiny, storage=storage) is Status.SUCCEEDED
     done = row(settings.database_url, prediction_id)
     assert done.output_keys == [f"outputs/{prediction_id}/1/0.png", f"outputs/{prediction_id}/1/1.png"]
     assert all(storage.get(key).startswith(b"\x89PNG") for key in done.output_keys)

@@ -24,9 +24,7 @@ def text_to_image(
     for name, side in (("width", request.width), ("height", request.height)):
         if side % multiple != 0:
             lower, upper = side // multiple * multiple, (side // multiple + 1) * multiple
-            raise ValueError(
-                f"{name} must be a multiple of {multiple} but is {side}. You can use {lower} or {upper}."
-            )
+            raise ValueError(f"{name} must be a multiple of {multiple} but is {side}. You can use {lower} or {upper}.")
     if not request.seeds:
         raise ValueError("seeds is empty: give one seed per image (at least one).")
     if request.steps < 1:

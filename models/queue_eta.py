@@ -1,0 +1,56 @@
+"""Where a queued prediction stands: its place in the model's queue and an estimate of its wait.
+
+Read from Postgres (the truth), not from Redis: a message in Redis may be a duplicate or stale.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import Session
+
+from models.status import Status
+from models.tables import Prediction
+
+# Recent runs that measure throughput; few enough to follow a change of hardware quickly.
+THROUGHPUT_SAMPLE = 20
+
+
+@dataclass(frozen=True)
+class QueueStanding:
+    position: int  # predictions of the same model ahead of this one (0: next to start)
+    eta_seconds: float | None  # estimated wait until it starts; None before any run was measured
+
+
+def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
+    """The standing of a ``starting`` prediction."""
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Prediction)
+        .where(
+            Prediction.status == Status.STARTING,
+            Prediction.model == prediction.model,
+            tuple_(Prediction.created_at, Prediction.id) < (prediction.created_at, prediction.id),
+        )
+    )
+    recent = (
+        select(Prediction.gpu_seconds)
+        .where(Prediction.model == prediction.model, Prediction.status == Status.SUCCEEDED)
+        .order_by(Prediction.completed_at.desc())
+        .limit(THROUGHPUT_SAMPLE)
+        .subquery()
+    )
+    seconds_per_job = session.scalar(select(func.avg(recent.c.gpu_seconds)))
+    workers = session.scalar(
+        select(func.count(func.distinct(Prediction.worker))).where(
+            Prediction.status == Status.PROCESSING,
+            Prediction.model == prediction.model,
+            Prediction.lease_expires_at > datetime.now(UTC),
+        )
+    )
+    position = int(ahead or 0)
+    if seconds_per_job is None:
+        return QueueStanding(position, None)
+    # Jobs ahead, plus the ones running now, shared by the workers seen busy (at least one).
+    eta = (position + int(workers or 0)) * float(seconds_per_job) / max(int(workers or 0), 1)
+    return QueueStanding(position, round(eta, 3))
