@@ -12,27 +12,18 @@ from moto.server import ThreadedMotoServer
 
 from models.db import session_scope
 from models.keys import create_api_key
+from tests import services
 from tests.farm import Farm, running_farm
-from tests.services import (
-    SHARED_POSTGRES,
-    SHARED_REDIS,
-    TEST_REDIS_DB,
-    alembic,
-    free_port,
-    postgres_answers,
-    redis_answers,
-    scratch_database,
-)
+from tests.services import TEST_REDIS_DB, alembic, free_port, scratch_database
 
 S3_BUCKET = "farm-test-outputs"
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> str:
-    """A libpq URL of a Postgres server's maintenance database."""
-    if not postgres_answers(SHARED_POSTGRES):
-        pytest.fail("no Postgres at 127.0.0.1:5432; start one (see README, Testing)")
-    return SHARED_POSTGRES
+def postgres_server() -> Iterator[str]:
+    """A libpq URL of a Postgres server's maintenance database (the machine's, else a private one)."""
+    with services.postgres_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +35,15 @@ def database_url(postgres_server: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def broker_url() -> str:
-    if not redis_answers(SHARED_REDIS):
-        pytest.fail("no Redis at 127.0.0.1:6379; start one (see README, Testing)")
-    url = f"{SHARED_REDIS}/{TEST_REDIS_DB}"
+def redis_server() -> Iterator[str]:
+    """A Redis URL without database number (the machine's, else a private one)."""
+    with services.redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def broker_url(redis_server: str) -> str:
+    url = f"{redis_server}/{TEST_REDIS_DB}"
     redis.Redis.from_url(url).flushdb()
     return url
 
@@ -75,6 +71,7 @@ def api_key(database_url: str) -> str:
 @contextmanager
 def isolated_farm(
     postgres_server: str,
+    redis_server: str,
     redis_db: int,
     storage_url: str,
     root: Path,
@@ -85,7 +82,7 @@ def isolated_farm(
     """A farm with its own database and Redis database, so its worker never takes another farm's jobs."""
     with scratch_database(postgres_server) as database_url:
         alembic(database_url, "upgrade", "head")
-        broker_url = f"{SHARED_REDIS}/{redis_db}"
+        broker_url = f"{redis_server}/{redis_db}"
         redis.Redis.from_url(broker_url).flushdb()
         with session_scope(database_url) as session:
             keys = [create_api_key(session, name="test"), create_api_key(session, name="other")]
@@ -103,29 +100,29 @@ def isolated_farm(
 
 
 @pytest.fixture(scope="session")
-def farm(postgres_server: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+def farm(postgres_server: str, redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     """The whole farm with local-directory storage, as `make up` runs it."""
     root = tmp_path_factory.mktemp("farm")
-    with isolated_farm(postgres_server, TEST_REDIS_DB + 1, str(root / "outputs"), root) as running:
+    with isolated_farm(postgres_server, redis_server, TEST_REDIS_DB + 1, str(root / "outputs"), root) as running:
         yield running
 
 
 @pytest.fixture(scope="session")
 def s3_farm(
-    postgres_server: str, broker_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+    postgres_server: str, redis_server: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Farm]:
     """The whole farm storing outputs in an S3 endpoint."""
     root = tmp_path_factory.mktemp("s3farm")
     storage_url = f"s3://{S3_BUCKET}?endpoint_url={s3_endpoint}"
-    with isolated_farm(postgres_server, TEST_REDIS_DB + 2, storage_url, root) as running:
+    with isolated_farm(postgres_server, redis_server, TEST_REDIS_DB + 2, storage_url, root) as running:
         yield running
 
 
 @pytest.fixture(scope="session")
-def gateway(postgres_server: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+def gateway(postgres_server: str, redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     """The gateway alone: predictions stay queued, so API behaviour is tested without a worker racing."""
     root = tmp_path_factory.mktemp("gateway")
     with isolated_farm(
-        postgres_server, TEST_REDIS_DB + 3, str(root / "outputs"), root, relay=False, worker=False
+        postgres_server, redis_server, TEST_REDIS_DB + 3, str(root / "outputs"), root, relay=False, worker=False
     ) as running:
         yield running

@@ -5,14 +5,17 @@ otherwise private ones are started from the project's wheels, as `make up` does.
 gets its own database and Redis database number, so nothing outside it is touched.
 """
 
+import importlib.util
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 import redis
@@ -44,6 +47,45 @@ def redis_answers(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
     except redis.RedisError:
         return False
+
+
+def local_stack() -> ModuleType:
+    """infra/local_stack.py, the `make up` launcher, whose private servers the tests reuse."""
+    spec = importlib.util.spec_from_file_location("local_stack", REPO_ROOT / "infra" / "local_stack.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A libpq URL of a Postgres maintenance database: the machine's, or a private one."""
+    if postgres_answers(SHARED_POSTGRES):
+        yield SHARED_POSTGRES
+        return
+    stack = local_stack()
+    # Not under pytest's tmp dir: pytest makes it 0700, which locks out the postgres system user.
+    with tempfile.TemporaryDirectory(prefix="farm-test-pg-") as root, ExitStack() as cleanup:
+        port = free_port()
+        server = stack.start_postgres(Path(root) / "data", port, Path(root) / "postgres.log")
+        cleanup.callback(stack.stop_processes, [server])
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A Redis URL without a database number: the machine's, or a private one."""
+    if redis_answers(SHARED_REDIS):
+        yield SHARED_REDIS
+        return
+    stack = local_stack()
+    with tempfile.TemporaryDirectory(prefix="farm-test-redis-") as root, ExitStack() as cleanup:
+        port = free_port()
+        server = stack.start_redis(Path(root), port, Path(root) / "redis.log")
+        cleanup.callback(stack.stop_processes, [server])
+        yield f"redis://127.0.0.1:{port}"
 
 
 @contextmanager
