@@ -71,11 +71,12 @@ def test_cancel_running_prediction_stops_it_without_output(farm: Farm) -> None:
 
 
 def test_cancel_after_cancels_running_and_queued_predictions(farm: Farm) -> None:
+    # The queued prediction's deadline (5 s) passes while the running one (8 s) still holds the worker.
     with farm.client() as client:
         running = client.post(
             "/v1/models/stability-ai/stable-diffusion-3.5-medium/predictions",
             json={"input": LONG},
-            headers={"Cancel-After": "5s"},
+            headers={"Cancel-After": "8s"},
         ).json()
         farm.wait(running["id"], statuses=("processing",))
         queued = client.post(
