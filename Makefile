@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test test-tools lint format clean
+.PHONY: install up test test-tools bench lint format clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test-tools:
 
 test: install test-tools
 	$(BIN)/pytest
+
+# Farm overhead per job vs a bare Celery round trip (docs/benchmarks.md). Not a test: numbers only.
+bench: install
+	$(BIN)/python infra/bench/overhead.py
 
 lint: install
 	$(BIN)/ruff check .

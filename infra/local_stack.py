@@ -43,7 +43,7 @@ from models.db import get_engine, session_scope  # noqa: E402
 from models.keys import KEY_PREFIX, create_api_key, find_active_key  # noqa: E402
 from models.settings import Settings  # noqa: E402
 
-# Where `make up` keeps its state (same layout as models.settings.var_dir(), anchored at the repo).
+# Where `make up` keeps its state: data of the private servers, logs, the bootstrap key, outputs.
 VAR_DIR = REPO_ROOT / "var"
 API_KEY_FILE = VAR_DIR / "api-key"
 LOG_DIR = VAR_DIR / "logs"

@@ -1,7 +1,6 @@
 """One settings object for every process, read from the environment (prefix ``FARM_``)."""
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -63,7 +62,3 @@ def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
 
-
-def var_dir() -> Path:
-    """Local state of `make up` (keys, data dirs, local outputs), relative to the working directory."""
-    return Path("var")
