@@ -33,20 +33,21 @@ def describe_errors(errors: Sequence[Any], prefix: tuple[str | int, ...] = ()) -
     return described
 
 
-def validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
+def summarize(errors: list[dict[str, Any]]) -> str:
+    """Described errors as one sentence: ``field: message (got value); …``."""
+
     def one(error: dict[str, Any]) -> str:
         value = error["value"]
         shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
         return f"{error['field']}: {error['message']}{shown}"
 
+    return "; ".join(one(error) for error in errors)
+
+
+def validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse(
         status_code=422,
-        content={
-            "title": "Invalid input",
-            "status": 422,
-            "detail": "; ".join(one(error) for error in errors),
-            "errors": errors,
-        },
+        content={"title": "Invalid input", "status": 422, "detail": summarize(errors), "errors": errors},
     )
 
 

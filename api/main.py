@@ -4,7 +4,18 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.json_body import JsonBodyMiddleware
-from api.routes import catalog, files, health, predictions, stream
+from api.routes import (
+    catalog,
+    eachlabs,
+    fal_queue,
+    files,
+    files_api,
+    health,
+    openai_images,
+    predictions,
+    stream,
+    webhooks,
+)
 
 
 def create_app() -> FastAPI:
@@ -20,6 +31,12 @@ def create_app() -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(health.router)
     app.include_router(files.router)
+    app.include_router(webhooks.router)
+    app.include_router(openai_images.router)
+    app.include_router(eachlabs.router)
+    # Last: fal's /{owner}/{app} routes (their owner never matches v1 or files).
+    app.include_router(fal_queue.router)
+    app.include_router(files_api.router)
     return app
 
 

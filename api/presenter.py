@@ -1,4 +1,4 @@
-"""The prediction object as every client sees it (Replicate's shape plus farm extras)."""
+"""The prediction and file objects as every client sees them (Replicate's shapes plus farm extras)."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -6,7 +6,7 @@ from typing import Any
 from models.queue_eta import QueueStanding
 from models.status import Status
 from models.storage import Storage
-from models.tables import Prediction
+from models.tables import File, Prediction
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -73,3 +73,24 @@ def prediction_public(
         body["queue_position"] = standing.position
         body["eta_seconds"] = standing.eta_seconds
     return body
+
+
+def file_url(public_url: str, file_id: str) -> str:
+    """A file's ``urls.get``; passed as a model input (``image``) it names the stored file."""
+    return f"{public_url.rstrip('/')}/v1/files/{file_id}"
+
+
+def file_public(file: File, *, public_url: str) -> dict[str, Any]:
+    """Replicate's file object."""
+    return {
+        "id": file.id,
+        "name": file.name,
+        "content_type": file.content_type,
+        "size": file.size,
+        "etag": file.sha256,
+        "checksums": {"sha256": file.sha256},
+        "metadata": file.file_metadata,
+        "created_at": iso(file.created_at),
+        "expires_at": iso(file.expires_at),
+        "urls": {"get": file_url(public_url, file.id)},
+    }

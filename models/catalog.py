@@ -31,7 +31,7 @@ class ModelSpec:
 SD35_MEDIUM = ModelSpec(
     owner="stability-ai",
     name="stable-diffusion-3.5-medium",
-    description="Stable Diffusion 3.5 Medium: 2.5B-parameter MMDiT-X text-to-image model.",
+    description="Stable Diffusion 3.5 Medium: 2.5B-parameter MMDiT-X text-to-image and image-to-image model.",
     input_cls=SD35Input,
     queue="sd35-medium",
     price_per_megapixel_usd=0.02,
@@ -42,6 +42,8 @@ MODELS: dict[str, ModelSpec] = {SD35_MEDIUM.ref: SD35_MEDIUM}
 ALIASES: dict[str, str] = {
     "stable-diffusion-3.5-medium": SD35_MEDIUM.ref,
     "stabilityai/stable-diffusion-3.5-medium": SD35_MEDIUM.ref,
+    "stable-diffusion-3-5-medium": SD35_MEDIUM.ref,  # Eachlabs' slug
+    "fal-ai/stable-diffusion-v35-medium": SD35_MEDIUM.ref,  # fal's app id
 }
 
 

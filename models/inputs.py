@@ -4,6 +4,7 @@ Names are the union of the hosted APIs' names (Replicate/Eachlabs first, fal ali
 Numbers sent as strings ("steps": "40") are coerced, as the Eachlabs sample sends them.
 """
 
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Literal, Self
@@ -12,6 +13,11 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 10_000
+# Init images (img2img) and uploads: bytes as sent, and decoded pixels (a small file can declare a huge
+# canvas: decompression bombs).
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+MIN_SIDE, MAX_SIDE = 256, 1536
 
 # Each ratio maps to a size near one megapixel with both sides divisible by 64.
 ASPECT_RATIO_SIZES: dict[str, tuple[int, int]] = {
@@ -51,7 +57,7 @@ class ImageSize(BaseModel):
 
 
 class SD35Input(BaseModel):
-    """Text-to-image input of Stable Diffusion 3.5 Medium."""
+    """Input of Stable Diffusion 3.5 Medium: text-to-image, or image-to-image with ``image``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -99,6 +105,20 @@ class SD35Input(BaseModel):
     enable_safety_checker: bool = Field(
         default=True, description="Check outputs for unsafe content when a checker is configured."
     )
+    image: str | None = Field(
+        default=None,
+        description="Init image for image-to-image: an https URL, a data URI (base64), or the urls.get of a file "
+        "uploaded with POST /v1/files. JPEG, PNG or WebP, at most 50 MB and 40 megapixels. The output keeps "
+        "its aspect ratio near one megapixel unless width and height are set; aspect_ratio and image_size "
+        "are ignored.",
+    )
+    prompt_strength: float = Field(
+        default=0.85,
+        ge=0,
+        le=1,
+        description="With image: how much the image changes; 1.0 ignores the init image. Runs about "
+        "steps x prompt_strength denoising steps (at least one).",
+    )
 
     @model_validator(mode="after")
     def _width_and_height_together(self) -> Self:
@@ -111,15 +131,27 @@ class SD35Input(BaseModel):
             )
         return self
 
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the output."""
+    def size(self, init_image_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(width, height) of the output; ``init_image_size`` is the init image's, with ``image``."""
         if self.width is not None and self.height is not None:
             return self.width, self.height
+        if init_image_size is not None:
+            return size_for_aspect(*init_image_size)
         if isinstance(self.image_size, ImageSize):
             return self.image_size.width, self.image_size.height
         if self.image_size is not None:
             return IMAGE_SIZE_PRESETS[self.image_size]
         return ASPECT_RATIO_SIZES[self.aspect_ratio]
+
+
+def size_for_aspect(width: int, height: int) -> tuple[int, int]:
+    """A size near one megapixel with the aspect of ``width`` x ``height``, sides multiples of 64 in 256–1536."""
+    aspect = width / height
+    sides = (math.sqrt(1024 * 1024 * aspect), math.sqrt(1024 * 1024 / aspect))
+    # Shrink both sides when the longer one is over the limit, so long panoramas keep their shape.
+    scale = min(1.0, MAX_SIDE / max(sides))
+    snapped = (min(MAX_SIDE, max(MIN_SIDE, round(side * scale / 64) * 64)) for side in sides)
+    return (next(snapped), next(snapped))
 
 
 def choose_seed(requested: int | None) -> int:
@@ -140,10 +172,22 @@ class RenderRequest:
     seeds: tuple[int, ...]  # one per image
     output_format: OutputFormat
     output_quality: int
+    # img2img: the stored init image (the worker passes its pixels to the predictor) and how much of
+    # it is re-noised; text-to-image runs have no key and strength 1.
+    init_image_key: str | None = None
+    strength: float = 1.0
 
     @classmethod
-    def from_input(cls, inputs: SD35Input, seed: int) -> Self:
-        width, height = inputs.size()
+    def from_input(
+        cls,
+        inputs: SD35Input,
+        seed: int,
+        *,
+        init_image_key: str | None = None,
+        init_image_size: tuple[int, int] | None = None,
+    ) -> Self:
+        """The request for ``inputs``; with an init image, pass its storage key and (width, height)."""
+        width, height = inputs.size(init_image_size if init_image_key is not None else None)
         return cls(
             prompt=inputs.prompt,
             negative_prompt=inputs.negative_prompt,
@@ -155,4 +199,6 @@ class RenderRequest:
             seeds=tuple((seed + i) % (MAX_SEED + 1) for i in range(inputs.num_images)),
             output_format=inputs.output_format,
             output_quality=inputs.output_quality,
+            init_image_key=init_image_key,
+            strength=inputs.prompt_strength if init_image_key is not None else 1.0,
         )

@@ -1,5 +1,6 @@
 """API keys: random, shown once, stored as SHA-256 (keys carry 256 bits, so a fast hash is safe)."""
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -11,6 +12,8 @@ from sqlalchemy.orm import Session
 from models.tables import ApiKey
 
 KEY_PREFIX = "farm_"
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = 32
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -46,3 +49,15 @@ def touch_key(session: Session, key_id: int) -> None:
         )
         .values(last_used_at=now)
     )
+
+
+def webhook_secret(session: Session, key_id: int) -> str:
+    """The key's webhook signing secret, ``whsec_<base64 of 32 random bytes>``: made once, then stable."""
+    fresh = WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode()
+    # Set only while unset, so concurrent first requests agree on one secret.
+    session.execute(
+        update(ApiKey).where(ApiKey.id == key_id, ApiKey.webhook_secret.is_(None)).values(webhook_secret=fresh)
+    )
+    secret = session.scalar(select(ApiKey.webhook_secret).where(ApiKey.id == key_id))
+    assert secret is not None
+    return secret

@@ -35,10 +35,16 @@ def create_prediction(
     seed: int,
     max_attempts: int,
     deadline: datetime | None = None,
+    prediction_id: str | None = None,
+    image_key: str | None = None,
 ) -> Prediction:
-    """Record a new prediction and its outbox message in the caller's transaction."""
+    """Record a new prediction and its outbox message in the caller's transaction.
+
+    ``prediction_id`` is for callers that stored files under the id first (the init image at
+    ``image_key``); by default a fresh id is drawn.
+    """
     prediction = Prediction(
-        id=new_prediction_id(),
+        id=prediction_id or new_prediction_id(),
         api_key_id=api_key_id,
         model=spec.ref,
         version=spec.version,
@@ -48,6 +54,7 @@ def create_prediction(
         attempt=0,
         max_attempts=max_attempts,
         deadline=deadline,
+        image_key=image_key,
         logs="",
     )
     session.add(prediction)

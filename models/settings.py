@@ -3,8 +3,10 @@
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.net_guard import parse_networks
 
 ModelPreset = Literal["sd3.5-medium", "tiny"]
 
@@ -55,10 +57,20 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(
         default=1.0, gt=0, description="Outbox relay: longest wait between sweeps when no notification comes."
     )
+    allowed_networks: str = Field(
+        default="",
+        description="Comma-separated CIDRs the farm may fetch images from (and post webhooks to) although they "
+        "are private, loopback or link-local, e.g. 10.20.0.0/16 for an on-prem image store. Empty: public only.",
+    )
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        parse_networks(value)  # a typo fails at start-up, not at the first fetch
+        return value
 
 
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()
-

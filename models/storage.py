@@ -1,4 +1,5 @@
-"""Where output images live: a local directory served by the gateway, or any S3-compatible store.
+"""Where files live (outputs, init images, uploads): a local directory served by the gateway, or any
+S3-compatible store.
 
 ``FARM_STORAGE_URL`` picks the backend: a path (``var/outputs``, ``file:///srv/out``) or
 ``s3://bucket?endpoint_url=http://minio:9000&region=us-east-1&public_endpoint_url=https://s3.example``
@@ -34,6 +35,16 @@ class Storage(Protocol):
 def output_key(prediction_id: str, attempt: int, index: int, extension: str) -> str:
     """Attempt-scoped key: a losing attempt's files never collide with the winner's."""
     return f"outputs/{prediction_id}/{attempt}/{index}.{extension}"
+
+
+def init_image_key(prediction_id: str) -> str:
+    """The img2img init image, normalized to PNG by the gateway; the worker reads it from here."""
+    return f"inputs/{prediction_id}/image.png"
+
+
+def upload_key(file_id: str, filename: str) -> str:
+    """An uploaded file; ``filename`` must already be reduced to a safe name."""
+    return f"uploads/{file_id}/{filename}"
 
 
 class LocalStorage:

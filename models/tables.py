@@ -1,4 +1,4 @@
-"""The farm's tables: API keys, predictions and the outbox that feeds the broker."""
+"""The farm's tables: API keys, predictions, the outbox that feeds the broker, and input files."""
 
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,8 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Standard Webhooks signing secret (``whsec_<base64>``), made on first request and then kept.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
 
 
 class Prediction(Base):
@@ -93,3 +95,24 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),)
+
+
+class File(Base):
+    """A file in storage that a caller may use as an input: an upload (``POST /v1/files``) or the init
+    image a prediction received as a data URI. Visible to its key only."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(500))
+    # "metadata" is reserved on declarative classes; the column keeps the API's name.
+    file_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_files_key_created", "api_key_id", "created_at"),)

@@ -5,6 +5,7 @@ owns the prediction, this one changes nothing and its files (under its own attem
 never referenced.
 """
 
+import io
 import logging
 import os
 import socket
@@ -12,6 +13,7 @@ import time
 import traceback
 
 from celery.exceptions import SoftTimeLimitExceeded
+from PIL import Image
 
 from models import lifecycle
 from models.catalog import find_model
@@ -68,12 +70,23 @@ def run_prediction(prediction_id: str, *, settings: Settings, predictor: Predict
     progress = ProgressLog()
     predict_time: float | None = None
     try:
-        # 2. Resolve the stored input (validated at the gateway) into a render request.
+        # 2. Resolve the stored input (validated at the gateway) into a render request; an init image
+        # was stored by the gateway (workers never fetch customer URLs).
         spec = find_model(prediction.model)
         if spec is None:
             raise RuntimeError(f"model {prediction.model!r} is not in this worker's catalog")
         inputs = spec.input_cls.model_validate(prediction.input)
-        request = RenderRequest.from_input(inputs, prediction.seed)  # type: ignore[arg-type]
+        init_image = None
+        if prediction.image_key is not None:
+            init_image = Image.open(io.BytesIO(storage.get(prediction.image_key))).convert("RGB")
+        elif getattr(inputs, "image", None) is not None:
+            raise RuntimeError("input.image was given but the gateway stored no init image for it")
+        request = RenderRequest.from_input(
+            inputs,  # type: ignore[arg-type]
+            prediction.seed,
+            init_image_key=prediction.image_key,
+            init_image_size=None if init_image is None else init_image.size,
+        )
         if getattr(inputs, "enable_safety_checker", False):
             progress.note(NO_SAFETY_CHECKER)
 
@@ -98,7 +111,11 @@ def run_prediction(prediction_id: str, *, settings: Settings, predictor: Predict
                 raise CancelRequested(prediction_id)
 
         predict_started = time.perf_counter()
-        images = predictor.predict(request, on_step)
+        images = (
+            predictor.predict(request, on_step)
+            if init_image is None
+            else predictor.predict(request, on_step, init_image)
+        )
         predict_time = time.perf_counter() - predict_started
 
         # 4. Encode and upload under this attempt's keys.

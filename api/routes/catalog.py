@@ -13,13 +13,17 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 # When this build's catalog was defined; versions are immutable, so a fixed date is honest.
 CATALOG_DATE = datetime(2026, 11, 22, tzinfo=UTC)
+# The Cog schema conventions the version's openapi_schema follows. From Cog 0.3.9 on, streamed
+# outputs are marked ``x-cog-array-type: iterator``; the replicate client treats any array output
+# of an older version as an iterator and hands back a generator, so this must not be older.
+COG_VERSION = "0.16.0+farm"
 
 
 def version_public(spec: ModelSpec) -> dict[str, Any]:
     return {
         "id": spec.version,
         "created_at": iso(CATALOG_DATE),
-        "cog_version": "0.0.0+farm",
+        "cog_version": COG_VERSION,
         "openapi_schema": {
             "components": {
                 "schemas": {

@@ -7,15 +7,17 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
 
 from api.cancel_after import parse_cancel_after
 from api.deps import CurrentKey, SessionDep, SettingsDep, StorageDep, owned_prediction
 from api.errors import InputError
 from api.presenter import prediction_public
 from api.submit import submit_prediction
+from api.waiting import DeferredResponse, parse_prefer_wait, prefer_wait_response
 from models.catalog import ModelSpec, find_model
 from models.lifecycle import request_cancel
 from models.queue_eta import queue_standing
@@ -48,6 +50,10 @@ CancelAfterHeader = Annotated[
     str | None,
     Header(description="Cancel the prediction after this long, queued or running: 30s, 5m, 1h30m45s."),
 ]
+PreferHeader = Annotated[
+    str | None,
+    Header(description="wait or wait=N (1-60): answer when the prediction ends or after N seconds (default 60)."),
+]
 
 
 def _create(
@@ -58,7 +64,9 @@ def _create(
     settings: SettingsDep,
     storage: StorageDep,
     cancel_after: str | None,
-) -> JSONResponse:
+    prefer: str | None,
+) -> Response:
+    wait_s = parse_prefer_wait(prefer)
     if body.webhook is not None:
         raise InputError.field(
             "webhook",
@@ -73,6 +81,9 @@ def _create(
         max_attempts=settings.max_attempts,
         cancel_after=None if cancel_after is None else parse_cancel_after(cancel_after),
     )
+    if wait_s is not None:
+        prediction_id = prediction.id
+        return DeferredResponse(lambda: prefer_wait_response(settings, storage, prediction_id, wait_s))
     content = prediction_public(
         prediction,
         storage=storage,
@@ -90,7 +101,8 @@ def create_prediction(
     settings: SettingsDep,
     storage: StorageDep,
     cancel_after: CancelAfterHeader = None,
-) -> JSONResponse:
+    prefer: PreferHeader = None,
+) -> Response:
     """Create a prediction for the model named by ``version`` or ``model``."""
     ref = body.version or body.model
     if ref is None:
@@ -98,7 +110,7 @@ def create_prediction(
     spec = find_model(ref)
     if spec is None:
         raise HTTPException(404, f"Unknown model {ref!r} in 'version'/'model': see GET /v1/models.")
-    return _create(body, spec, session, key, settings, storage, cancel_after)
+    return _create(body, spec, session, key, settings, storage, cancel_after, prefer)
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201)
@@ -111,12 +123,13 @@ def create_model_prediction(
     settings: SettingsDep,
     storage: StorageDep,
     cancel_after: CancelAfterHeader = None,
-) -> JSONResponse:
+    prefer: PreferHeader = None,
+) -> Response:
     """Create a prediction for the named model."""
     spec = find_model(f"{owner}/{name}")
     if spec is None:
         raise HTTPException(404, f"Unknown model '{owner}/{name}': see GET /v1/models.")
-    return _create(body, spec, session, key, settings, storage, cancel_after)
+    return _create(body, spec, session, key, settings, storage, cancel_after, prefer)
 
 
 @router.get("/predictions/{prediction_id}")
@@ -141,19 +154,45 @@ def cancel_prediction(
     return prediction_public(prediction, storage=storage, public_url=settings.public_url)
 
 
-def encode_cursor(prediction: Prediction) -> str:
-    raw = json.dumps([prediction.created_at.isoformat(), prediction.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_cursor(prediction: Prediction, *, backwards: bool = False) -> str:
+    """A page boundary: the pages after it hold older predictions, or newer ones when ``backwards``."""
+    boundary = [prediction.created_at.isoformat(), prediction.id, *(["previous"] if backwards else [])]
+    return base64.urlsafe_b64encode(json.dumps(boundary).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> tuple[datetime, str, bool]:
+    """(created_at, id, backwards) of a cursor this API issued."""
     try:
-        created_at, prediction_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created_at), str(prediction_id)
+        created_at, prediction_id, *direction = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if direction not in ([], ["previous"]):
+            raise ValueError(direction)
+        return datetime.fromisoformat(created_at), str(prediction_id), bool(direction)
     except (ValueError, TypeError) as error:
         raise InputError.field(
-            "cursor", "not a cursor this API issued: follow the 'next' URL of the previous page", cursor
+            "cursor", "not a cursor this API issued: follow the 'next' or 'previous' URL of a page", cursor
         ) from error
+
+
+def list_page(session: Session, key_id: int, cursor: str | None, page_size: int) -> tuple[list[Prediction], bool, bool]:
+    """One page of the key's predictions, newest first, and whether older and newer ones exist."""
+    query = select(Prediction).where(Prediction.api_key_id == key_id)
+    if cursor is None:
+        backwards = False
+    else:
+        created_at, prediction_id, backwards = decode_cursor(cursor)
+        position = tuple_(Prediction.created_at, Prediction.id)
+        query = query.where(
+            position > (created_at, prediction_id) if backwards else position < (created_at, prediction_id)
+        )
+    order = (Prediction.created_at, Prediction.id)
+    query = query.order_by(*(column.asc() if backwards else column.desc() for column in order))
+    rows = list(session.scalars(query.limit(page_size + 1)))
+    page, more = rows[:page_size], len(rows) > page_size
+    if backwards:
+        # Fetched oldest first; the cursor's own prediction is older than all of them.
+        return page[::-1], bool(page), more
+    # The cursor's own prediction (if any) is newer than all of them.
+    return page, more, cursor is not None and bool(page)
 
 
 @router.get("/predictions")
@@ -165,19 +204,15 @@ def list_predictions(
     cursor: str | None = None,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
 ) -> dict[str, Any]:
-    """The caller's predictions, newest first, ``page_size`` at a time; follow ``next``."""
-    query = select(Prediction).where(Prediction.api_key_id == key.id)
-    if cursor is not None:
-        query = query.where(tuple_(Prediction.created_at, Prediction.id) < decode_cursor(cursor))
-    query = query.order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(page_size + 1)
-    rows = list(session.scalars(query))
-    page, more = rows[:page_size], len(rows) > page_size
-    next_url = None
-    if more:
-        query_string = urlencode({"cursor": encode_cursor(page[-1]), "page_size": page_size})
-        next_url = f"{settings.public_url.rstrip('/')}/v1/predictions?{query_string}"
+    """The caller's predictions, newest first, ``page_size`` at a time; follow ``next`` and ``previous``."""
+    page, older, newer = list_page(session, key.id, cursor, page_size)
+
+    def url(boundary: Prediction, *, backwards: bool) -> str:
+        query_string = urlencode({"cursor": encode_cursor(boundary, backwards=backwards), "page_size": page_size})
+        return f"{settings.public_url.rstrip('/')}/v1/predictions?{query_string}"
+
     return {
-        "next": next_url,
-        "previous": None,
+        "next": url(page[-1], backwards=False) if older else None,
+        "previous": url(page[0], backwards=True) if newer else None,
         "results": [prediction_public(p, storage=storage, public_url=settings.public_url) for p in page],
     }

@@ -14,8 +14,8 @@ def tables(database_url: str) -> set[str]:
 def test_upgrade_downgrade_upgrade(postgres_server: str) -> None:
     with scratch_database(postgres_server) as url:
         alembic(url, "upgrade", "head")
-        assert {"predictions", "api_keys", "outbox", "alembic_version"} <= tables(url)
+        assert {"predictions", "api_keys", "outbox", "files", "alembic_version"} <= tables(url)
         alembic(url, "downgrade", "base")
         assert tables(url) == {"alembic_version"}
         alembic(url, "upgrade", "head")
-        assert {"predictions", "api_keys", "outbox"} <= tables(url)
+        assert {"predictions", "api_keys", "outbox", "files"} <= tables(url)

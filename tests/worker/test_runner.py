@@ -1,18 +1,21 @@
 """The runner on real Postgres, local storage and the real tiny pipeline."""
 
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from models import lifecycle
 from models.catalog import SD35_MEDIUM
 from models.db import session_scope
+from models.ids import new_prediction_id
 from models.inputs import RenderRequest
 from models.keys import find_active_key
 from models.settings import Settings
 from models.status import Status
-from models.storage import LocalStorage
+from models.storage import LocalStorage, init_image_key
 from models.tables import Prediction
 from worker.pipelines import Predictor, load_predictor
 from worker.runner import run_prediction
@@ -152,3 +155,41 @@ def test_an_exception_in_the_pipeline_fails_the_prediction_readably(
     assert status is Status.FAILED
     done = row(settings.database_url, prediction_id)
     assert (done.status, done.error) == (Status.FAILED, "RuntimeError: CUDA out of memory (simulated)")
+
+
+def test_an_init_image_is_read_from_storage_and_sets_the_output_size(
+    settings: Settings, storage: LocalStorage, tiny: Predictor, database_url: str, api_key: str
+) -> None:
+    prediction_id = new_prediction_id()
+    image = io.BytesIO()
+    Image.new("RGB", (300, 200), "red").save(image, "PNG")
+    storage.put(init_image_key(prediction_id), image.getvalue(), "image/png")
+    inputs = {"prompt": "a fox", "steps": 4, "prompt_strength": 0.5, "image": "https://example.com/fox.png"}
+    with session_scope(database_url) as session:
+        key = find_active_key(session, api_key)
+        assert key is not None
+        lifecycle.create_prediction(
+            session,
+            api_key_id=key.id,
+            spec=SD35_MEDIUM,
+            inputs={**inputs, "output_format": "png"},
+            seed=5,
+            max_attempts=3,
+            prediction_id=prediction_id,
+            image_key=init_image_key(prediction_id),
+        )
+
+    assert run_prediction(prediction_id, settings=settings, predictor=tiny, storage=storage) is Status.SUCCEEDED
+    done = row(database_url, prediction_id)
+    assert done.output_keys is not None
+    assert Image.open(io.BytesIO(storage.get(done.output_keys[0]))).size == (1280, 832)
+    assert "2/2" in done.logs  # 4 steps at strength 0.5
+    assert done.price_usd == pytest.approx(0.02 * 1280 * 832 / 1e6)
+
+
+def test_an_image_input_without_a_stored_init_image_fails_readably(
+    settings: Settings, storage: LocalStorage, tiny: Predictor, new_prediction: Callable[[dict[str, object]], str]
+) -> None:
+    prediction_id = new_prediction({**SMALL, "image": "https://example.com/fox.png"})
+    assert run_prediction(prediction_id, settings=settings, predictor=tiny, storage=storage) is Status.FAILED
+    assert "no init image" in str(row(settings.database_url, prediction_id).error)

@@ -1,4 +1,4 @@
-"""The worker's text-to-image pipelines, one Predictor per model preset.
+"""The worker's text-to-image and image-to-image pipelines, one Predictor per model preset.
 
 This package imports torch and diffusers (in its submodules, loaded on first use): only the worker may
 import it, never the gateway or `models`.
@@ -25,8 +25,11 @@ class Predictor(Protocol):
     build: str  # preset + library versions: "tiny/diffusers-0.42.1/transformers-5.23.0/torch-2.13.0+cpu"
     gpu_class: str  # "cpu" or torch.cuda.get_device_name()
 
-    def predict(self, request: RenderRequest, on_step: OnStep) -> list[Image.Image]:
-        """One RGB image per seed in `request.seeds`, each exactly request.width x request.height."""
+    def predict(
+        self, request: RenderRequest, on_step: OnStep, init_image: Image.Image | None = None
+    ) -> list[Image.Image]:
+        """One RGB image per seed in `request.seeds`, each exactly request.width x request.height; from
+        `init_image` (image-to-image at `request.strength`) when one is given."""
         ...
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from models.inputs import RenderRequest
 from worker.pipelines import OnStep, build_id
+from worker.pipelines.image_to_image import image_to_image, img2img_pipeline
 from worker.pipelines.text_to_image import text_to_image
 
 HUB_REPO = "stabilityai/stable-diffusion-3.5-medium"
@@ -52,8 +53,13 @@ class SD35Predictor:
         if cuda:
             self.pipe.to("cuda")
         self.pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
+        self.img2img = img2img_pipeline(self.pipe)  # same modules and dtype, own scheduler
         self.build = build_id("sd3.5-medium")
         self.gpu_class = torch.cuda.get_device_name() if cuda else "cpu"
 
-    def predict(self, request: RenderRequest, on_step: OnStep) -> list[Image.Image]:
-        return text_to_image(self.pipe, request, on_step)
+    def predict(
+        self, request: RenderRequest, on_step: OnStep, init_image: Image.Image | None = None
+    ) -> list[Image.Image]:
+        if init_image is None:
+            return text_to_image(self.pipe, request, on_step)
+        return image_to_image(self.img2img, request, init_image, on_step)

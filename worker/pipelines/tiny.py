@@ -22,6 +22,7 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokeni
 
 from models.inputs import RenderRequest
 from worker.pipelines import OnStep, build_id
+from worker.pipelines.image_to_image import image_to_image, img2img_pipeline
 from worker.pipelines.text_to_image import text_to_image
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -144,8 +145,13 @@ class TinyPredictor:
 
     def __init__(self) -> None:
         self.pipe = build_tiny_pipeline()
+        self.img2img = img2img_pipeline(self.pipe)  # same modules, own scheduler
         self.build = build_id("tiny")
         self.gpu_class = "cpu"
 
-    def predict(self, request: RenderRequest, on_step: OnStep) -> list[Image.Image]:
-        return text_to_image(self.pipe, request, on_step)
+    def predict(
+        self, request: RenderRequest, on_step: OnStep, init_image: Image.Image | None = None
+    ) -> list[Image.Image]:
+        if init_image is None:
+            return text_to_image(self.pipe, request, on_step)
+        return image_to_image(self.img2img, request, init_image, on_step)

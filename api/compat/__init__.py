@@ -1,0 +1,1 @@
+"""Compatibility front doors: translations between the peers' shapes and the native handlers."""

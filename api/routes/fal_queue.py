@@ -1,0 +1,143 @@
+"""fal's queue (``/{owner}/{app}`` and ``…/requests/{id}[/status|/cancel]``) and sync run (``/run/{owner}/{app}``).
+
+Point ``FAL_QUEUE_RUN_HOST`` at the farm and ``FAL_RUN_HOST`` at the farm's ``/run``. Owners
+``v1`` and ``files`` never match, so these routes cannot shadow the native surface.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+from starlette.convertors import Convertor, register_url_convertor
+
+from api.compat.errors import door_route
+from api.compat.fal import (
+    fal_input,
+    finish_run,
+    render_error,
+    request_urls,
+    result_body,
+    status_body,
+    unfinished_result,
+)
+from api.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
+from api.submit import submit_prediction
+from api.waiting import DeferredResponse
+from models.catalog import ModelSpec, find_model
+from models.lifecycle import request_cancel
+from models.queue_eta import queue_standing
+from models.status import Status
+from models.tables import ApiKey, Prediction
+
+
+class FalOwner(Convertor[str]):
+    """An app owner: any path segment but the native surface's first ones."""
+
+    regex = r"(?!(?:v1|files)(?:/|$))[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("fal_owner", FalOwner())
+
+router = APIRouter(tags=["fal"], route_class=door_route(render_error))
+APP = "/{owner:fal_owner}/{app}"
+REQUEST = APP + "/requests/{request_id}"
+Arguments = Annotated[dict[str, Any], Body(description="The app's input, e.g. {prompt, image_size, …}.")]
+
+
+def fal_app(owner: str, app: str) -> ModelSpec:
+    spec = find_model(f"{owner}/{app}")
+    if spec is None:
+        raise HTTPException(
+            404, f"Application '{owner}/{app}' not found: this farm serves fal-ai/stable-diffusion-v35-medium."
+        )
+    return spec
+
+
+def fal_request(session: Session, key: ApiKey, spec: ModelSpec, request_id: str) -> Prediction:
+    """The caller's request of this app; another key's ids are answered like unknown ones."""
+    prediction = session.get(Prediction, request_id)
+    if prediction is None or prediction.api_key_id != key.id or prediction.model != spec.ref:
+        raise HTTPException(404, f"Request {request_id!r} not found.")
+    return prediction
+
+
+@router.post(APP)
+def submit(
+    owner: str, app: str, arguments: Arguments, session: SessionDep, key: CurrentKey, settings: SettingsDep
+) -> JSONResponse:
+    """Queue a request; poll its status_url, then fetch its response_url."""
+    spec = fal_app(owner, app)
+    prediction = submit_prediction(
+        session, key=key, spec=spec, raw_input=fal_input(arguments), max_attempts=settings.max_attempts
+    )
+    position = queue_standing(session, prediction).position
+    urls = request_urls(settings.public_url, f"{owner}/{app}", prediction.id)
+    return JSONResponse(content={**urls, "status": "IN_QUEUE", "queue_position": position})
+
+
+@router.get(REQUEST + "/status")
+def request_status(
+    owner: str,
+    app: str,
+    request_id: str,
+    session: SessionDep,
+    key: CurrentKey,
+    settings: SettingsDep,
+    logs: bool = False,
+) -> JSONResponse:
+    """IN_QUEUE with queue_position, IN_PROGRESS, or COMPLETED with metrics; ``logs=1`` adds log records."""
+    prediction = fal_request(session, key, fal_app(owner, app), request_id)
+    standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
+    urls = request_urls(settings.public_url, f"{owner}/{app}", prediction.id)
+    status_code, content = status_body(prediction, urls, standing=standing, with_logs=logs)
+    return JSONResponse(status_code=status_code, content=content)
+
+
+@router.get(REQUEST)
+def request_result(
+    owner: str, app: str, request_id: str, session: SessionDep, key: CurrentKey, storage: StorageDep
+) -> JSONResponse:
+    """The finished request's result: images, seed, has_nsfw_concepts, timings, prompt."""
+    spec = fal_app(owner, app)
+    prediction = fal_request(session, key, spec, request_id)
+    if prediction.status != Status.SUCCEEDED:
+        return unfinished_result(prediction)
+    return JSONResponse(content=result_body(spec, prediction, storage))
+
+
+@router.put(REQUEST + "/cancel")
+def cancel_request(owner: str, app: str, request_id: str, session: SessionDep, key: CurrentKey) -> JSONResponse:
+    """202 CANCELLATION_REQUESTED while queued or running; 400 ALREADY_COMPLETED once finished."""
+    prediction = fal_request(session, key, fal_app(owner, app), request_id)
+    if Status(prediction.status).is_terminal():
+        return JSONResponse(
+            status_code=400, content={"status": "ALREADY_COMPLETED", "detail": "Request already completed."}
+        )
+    request_cancel(session, prediction_id=prediction.id)
+    return JSONResponse(status_code=202, content={"status": "CANCELLATION_REQUESTED"})
+
+
+@router.post("/run/{owner}/{app}")
+def run(
+    owner: str,
+    app: str,
+    arguments: Arguments,
+    session: SessionDep,
+    key: CurrentKey,
+    settings: SettingsDep,
+    storage: StorageDep,
+) -> Response:
+    """fal's synchronous run (``FAL_RUN_HOST``): answer the result once the request finished."""
+    spec = fal_app(owner, app)
+    prediction = submit_prediction(
+        session, key=key, spec=spec, raw_input=fal_input(arguments), max_attempts=settings.max_attempts
+    )
+    prediction_id = prediction.id
+    return DeferredResponse(lambda: finish_run(settings, storage, spec, prediction_id))

@@ -1,0 +1,161 @@
+"""Waiting for a prediction to end, for ``Prefer: wait`` and the synchronous front doors.
+
+The request's transaction commits first (workers must see the job); the answer is then produced
+by a :class:`DeferredResponse`, which FastAPI sends after the request's dependencies exited. The
+wait itself holds no database connection and no thread: one poller per process looks up every
+waited-on prediction in a single short query per tick, whatever the number of waiting requests.
+"""
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from api.errors import InputError
+from api.presenter import prediction_public
+from models.db import get_sessionmaker
+from models.queue_eta import queue_standing
+from models.settings import Settings
+from models.status import TERMINAL, Status
+from models.storage import Storage
+from models.tables import Prediction
+
+log = logging.getLogger("farm.api.waiting")
+
+# Replicate's header: ``Prefer: wait`` (60 s) or ``Prefer: wait=N`` with N in 1..60.
+PREFER_WAIT = re.compile(r"^wait(=([1-9]|[1-9][0-9]|60))?$")
+MAX_PREFER_WAIT_S = 60
+# A blocking answer leaves this early: the replicate client reads for only N + 0.5 s after
+# ``Prefer: wait=N``, so an answer right at the deadline could miss it on a busy gateway.
+ANSWER_MARGIN_S = 0.25
+# Synchronous front doors (OpenAI images, fal run) wait at most this long: under the OpenAI
+# client's 600 s timeout. A longer job goes on and can be polled natively.
+MAX_SYNC_WAIT_S = 540.0
+# How often the poller looks; workers finish a job with one commit, so this is the added latency.
+POLL_INTERVAL_S = 0.1
+
+
+def parse_prefer_wait(header: str | None) -> int | None:
+    """Seconds asked for by ``Prefer: wait[=N]``; None when the header asks for no wait."""
+    for preference in (header or "").split(","):
+        token = preference.strip()
+        if token.partition("=")[0].strip() != "wait":
+            continue  # other preferences (respond-async, …) do not apply here
+        seconds = token.partition("=")[2]
+        # The spec's pattern lets 61-99 through; its text (and this farm) caps the wait at 60 s.
+        if PREFER_WAIT.match(token) is None or int(seconds or MAX_PREFER_WAIT_S) > MAX_PREFER_WAIT_S:
+            raise InputError.field("Prefer", "use 'wait' or 'wait=N' with N seconds from 1 to 60", header)
+        return int(seconds or MAX_PREFER_WAIT_S)
+    return None
+
+
+def terminal_ids(database_url: str, prediction_ids: list[str]) -> set[str]:
+    """Which of ``prediction_ids`` have ended; one short session."""
+    with get_sessionmaker(database_url)() as session:
+        rows = session.scalars(
+            select(Prediction.id).where(Prediction.id.in_(prediction_ids), Prediction.status.in_(TERMINAL))
+        )
+        return set(rows)
+
+
+class TerminalWatcher:
+    """Resolves waiters when their prediction ends. The polling task runs only while someone waits."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def wait(self, prediction_id: str, timeout_s: float) -> bool:
+        """True when the prediction ended within ``timeout_s``."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(prediction_id, []).append(future)
+        if self.task is None or self.task.done() or self.task.get_loop() is not asyncio.get_running_loop():
+            self.task = asyncio.create_task(self.poll())
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            remaining = [waiter for waiter in self.waiters.get(prediction_id, []) if waiter is not future]
+            if remaining:
+                self.waiters[prediction_id] = remaining
+            else:
+                self.waiters.pop(prediction_id, None)
+
+    async def poll(self) -> None:
+        while self.waiters:
+            try:
+                ended = await run_in_threadpool(terminal_ids, self.database_url, list(self.waiters))
+            except Exception:  # the database is away: waiters time out; keep looking meanwhile
+                log.exception("looking up waited-on predictions failed")
+                ended = set()
+            for prediction_id in ended:
+                for future in self.waiters.pop(prediction_id, []):
+                    if not future.done():
+                        future.set_result(None)
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+
+@lru_cache
+def watcher(database_url: str) -> TerminalWatcher:
+    """The process's watcher for one database."""
+    return TerminalWatcher(database_url)
+
+
+async def wait_until_terminal(settings: Settings, prediction_id: str, timeout_s: float) -> bool:
+    """Wait for the prediction to end, at most ``timeout_s``; True when it did."""
+    return await watcher(settings.database_url).wait(prediction_id, timeout_s)
+
+
+def load_prediction(settings: Settings, prediction_id: str) -> Prediction:
+    """The prediction as it is now (one short session; rows are never deleted)."""
+    with get_sessionmaker(settings.database_url)() as session:
+        prediction = session.get(Prediction, prediction_id)
+        assert prediction is not None, prediction_id
+        return prediction
+
+
+def load_public(settings: Settings, storage: Storage, prediction_id: str) -> dict[str, Any]:
+    """The prediction's public body as it is now, with its queue standing while queued."""
+    with get_sessionmaker(settings.database_url)() as session:
+        prediction = session.get(Prediction, prediction_id)
+        assert prediction is not None, prediction_id
+        standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
+        return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
+
+
+async def prefer_wait_response(settings: Settings, storage: Storage, prediction_id: str, wait_s: int) -> JSONResponse:
+    """Replicate's blocking answer: 201 with the final prediction, or 202 at the deadline.
+
+    An unfinished prediction is reported ``starting`` (as Replicate's blocking API does): its
+    clients go on polling only for that status.
+    """
+    await wait_until_terminal(settings, prediction_id, wait_s - ANSWER_MARGIN_S)
+    content = await run_in_threadpool(load_public, settings, storage, prediction_id)
+    finished = Status(content["status"]).is_terminal()
+    if not finished:
+        content["status"] = Status.STARTING.value
+    headers = {"Preference-Applied": f"wait={wait_s}", "Location": content["urls"]["get"]}
+    return JSONResponse(status_code=201 if finished else 202, content=content, headers=headers)
+
+
+class DeferredResponse(Response):
+    """A response produced when it is sent: after the request's transaction committed and its
+    database session closed, so producing it may wait without holding either."""
+
+    def __init__(self, produce: Callable[[], Awaitable[Response]]) -> None:
+        super().__init__()
+        self.produce = produce
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.produce()
+        await response(scope, receive, send)
