@@ -1,8 +1,8 @@
-"""Real backing services for the tests: Postgres, Redis and an S3 endpoint on loopback.
+"""Real backing services for the tests: Postgres and Redis on loopback.
 
-The machine's own Postgres (127.0.0.1:5432) and Redis (127.0.0.1:6379) are used when they answer;
-otherwise private ones are started from the project's wheels, as `make up` does. Each test session
-gets its own database and Redis database number, so nothing outside it is touched.
+The machine's own Postgres (127.0.0.1:5432) is used when it answers, otherwise a private one is
+started from the project's wheels, as `make up` does; each test session creates databases of its
+own. Redis is always a private server per test session (it starts in milliseconds).
 """
 
 import importlib.util
@@ -18,11 +18,9 @@ from pathlib import Path
 from types import ModuleType
 
 import psycopg
-import redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-SHARED_REDIS = "redis://127.0.0.1:6379"
 # Redis database numbers the test sessions use (the shared server keeps the others for itself).
 TEST_REDIS_DB = 11
 
@@ -39,13 +37,6 @@ def postgres_answers(url: str) -> bool:
         with psycopg.connect(url, connect_timeout=2):
             return True
     except psycopg.OperationalError:
-        return False
-
-
-def redis_answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
-    except redis.RedisError:
         return False
 
 
@@ -76,10 +67,11 @@ def postgres_server() -> Iterator[str]:
 
 @contextmanager
 def redis_server() -> Iterator[str]:
-    """A Redis URL without a database number: the machine's, or a private one."""
-    if redis_answers(SHARED_REDIS):
-        yield SHARED_REDIS
-        return
+    """A private Redis for this test session (URL without a database number).
+
+    It starts in milliseconds, and unlike the machine's shared server it cannot be flushed or
+    consumed from by another test session running at the same time.
+    """
     stack = local_stack()
     with tempfile.TemporaryDirectory(prefix="farm-test-redis-") as root, ExitStack() as cleanup:
         port = free_port()
