@@ -123,3 +123,17 @@ def test_storage_failure_fails_the_prediction_and_the_worker_keeps_serving(s3_fa
 
     healthy = s3_farm.wait(str(create(s3_farm, {"prompt": "x", "width": 256, "height": 256, "steps": 2})["id"]))
     assert healthy["status"] == "succeeded", healthy["error"]
+
+
+def test_output_quality_trades_size_for_fidelity(farm: Farm) -> None:
+    base = {"prompt": "a red fox", "width": 512, "height": 512, "steps": 4, "seed": 3}
+    sizes = {}
+    for output_format in ("jpg", "webp"):
+        for quality in (10, 95):
+            done = farm.wait(
+                str(create(farm, {**base, "output_format": output_format, "output_quality": quality})["id"])
+            )
+            assert done["status"] == "succeeded", done["error"]
+            sizes[output_format, quality] = len(httpx.get(done["output"][0]).content)  # type: ignore[index]
+    assert sizes["jpg", 10] < sizes["jpg", 95]
+    assert sizes["webp", 10] < sizes["webp", 95]
