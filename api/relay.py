@@ -14,11 +14,10 @@ from types import FrameType
 import psycopg
 from celery import Celery
 from sqlalchemy import select, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.broker import make_celery
-from models.db import get_sessionmaker
+from models.db import get_sessionmaker, libpq_url
 from models.lifecycle import OUTBOX_CHANNEL, expire_deadlines
 from models.settings import Settings, get_settings
 from models.tables import OutboxMessage
@@ -53,12 +52,6 @@ def relay_batch(sessions: sessionmaker[Session], celery: Celery) -> int:
                 .values(sent_at=datetime.now(UTC))
             )
     return len(messages)
-
-
-def libpq_url(database_url: str) -> str:
-    """The SQLAlchemy URL as a plain libpq URL for psycopg."""
-    url = make_url(database_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
 
 
 def run(settings: Settings) -> None:

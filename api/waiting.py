@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
 
+import psycopg
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -20,7 +21,8 @@ from starlette.types import Receive, Scope, Send
 
 from api.errors import InputError
 from api.presenter import prediction_public
-from models.db import get_sessionmaker
+from models.db import get_sessionmaker, libpq_url
+from models.lifecycle import ENDED_CHANNEL
 from models.queue_eta import queue_standing
 from models.settings import Settings
 from models.status import TERMINAL, Status
@@ -38,8 +40,11 @@ ANSWER_MARGIN_S = 0.25
 # Synchronous front doors (OpenAI images, fal run) wait at most this long: under the OpenAI
 # client's 600 s timeout. A longer job goes on and can be polled natively.
 MAX_SYNC_WAIT_S = 540.0
-# How often the poller looks; workers finish a job with one commit, so this is the added latency.
-POLL_INTERVAL_S = 0.1
+# Workers' finalize NOTIFYs at commit, so a waiter wakes at once; this poll only catches what a
+# dropped listen connection missed.
+POLL_INTERVAL_S = 1.0
+# Back-off before reconnecting the listen connection after an error.
+RECONNECT_S = 1.0
 
 
 def parse_prefer_wait(header: str | None) -> int | None:
@@ -66,18 +71,23 @@ def terminal_ids(database_url: str, prediction_ids: list[str]) -> set[str]:
 
 
 class TerminalWatcher:
-    """Resolves waiters when their prediction ends. The polling task runs only while someone waits."""
+    """Resolves waiters when their prediction ends: at once from Postgres notifications (one LISTEN
+    connection per process, opened on first use), and by a slow poll while anyone waits."""
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self.waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.task: asyncio.Task[None] | None = None
+        self.listener: asyncio.Task[None] | None = None
 
     async def wait(self, prediction_id: str, timeout_s: float) -> bool:
         """True when the prediction ended within ``timeout_s``."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters.setdefault(prediction_id, []).append(future)
-        if self.task is None or self.task.done() or self.task.get_loop() is not asyncio.get_running_loop():
+        loop = asyncio.get_running_loop()
+        if self.listener is None or self.listener.done() or self.listener.get_loop() is not loop:
+            self.listener = asyncio.create_task(self.listen())
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
             self.task = asyncio.create_task(self.poll())
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout_s)
@@ -91,18 +101,32 @@ class TerminalWatcher:
             else:
                 self.waiters.pop(prediction_id, None)
 
+    def resolve(self, ended: set[str]) -> None:
+        for prediction_id in ended:
+            for future in self.waiters.pop(prediction_id, []):
+                if not future.done():
+                    future.set_result(None)
+
     async def poll(self) -> None:
         while self.waiters:
             try:
-                ended = await run_in_threadpool(terminal_ids, self.database_url, list(self.waiters))
+                self.resolve(await run_in_threadpool(terminal_ids, self.database_url, list(self.waiters)))
             except Exception:  # the database is away: waiters time out; keep looking meanwhile
                 log.exception("looking up waited-on predictions failed")
-                ended = set()
-            for prediction_id in ended:
-                for future in self.waiters.pop(prediction_id, []):
-                    if not future.done():
-                        future.set_result(None)
             await asyncio.sleep(POLL_INTERVAL_S)
+
+    async def listen(self) -> None:
+        """Resolve waiters as workers announce ended predictions; reconnect after errors."""
+        while True:
+            try:
+                conninfo = libpq_url(self.database_url)
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
+                    await connection.execute(f"LISTEN {ENDED_CHANNEL}")
+                    async for notification in connection.notifies():
+                        self.resolve({notification.payload})
+            except Exception:
+                log.exception("listening for ended predictions failed; polling until reconnected")
+            await asyncio.sleep(RECONNECT_S)
 
 
 @lru_cache

@@ -39,7 +39,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make the project's packag
     sys.path.insert(0, str(REPO_ROOT))
 
 from models.catalog import SD35_MEDIUM  # noqa: E402
-from models.db import get_engine, session_scope  # noqa: E402
+from models.db import get_engine, libpq_url, session_scope  # noqa: E402
 from models.keys import KEY_PREFIX, create_api_key, find_active_key  # noqa: E402
 from models.settings import Settings  # noqa: E402
 
@@ -284,14 +284,6 @@ def package_dir(package: str) -> Path:
 
 
 # ---------------------------------------------------------------- Postgres
-
-
-def libpq_url(database_url: str, database: str | None = None) -> str:
-    """The libpq form of a SQLAlchemy URL (optionally for another database on the same server)."""
-    url = make_url(database_url).set(drivername="postgresql")
-    if database is not None:
-        url = url.set(database=database)
-    return url.render_as_string(hide_password=False)
 
 
 def postgres_problem(database_url: str) -> str | None:

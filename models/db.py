@@ -5,6 +5,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Engine, MetaData, create_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Stable constraint names so Alembic migrations are reproducible and revertable.
@@ -37,3 +38,11 @@ def session_scope(database_url: str) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
     with get_sessionmaker(database_url)() as session, session.begin():
         yield session
+
+
+def libpq_url(database_url: str, database: str | None = None) -> str:
+    """The SQLAlchemy URL in libpq form for psycopg (optionally naming another database on the server)."""
+    url = make_url(database_url).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
+    return url.render_as_string(hide_password=False)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.catalog import ModelSpec
@@ -22,6 +22,8 @@ from models.tables import OutboxMessage, Prediction
 
 DEADLINE_ERROR = "Canceled: the Cancel-After deadline passed."
 
+# Gateways waiting on predictions listen here; the payload is the id of a prediction that ended.
+ENDED_CHANNEL = "farm_ended"
 # Relay wake-up channel: NOTIFY is delivered at commit, so the relay never sees uncommitted jobs.
 OUTBOX_CHANNEL = "farm_outbox"
 
@@ -98,6 +100,12 @@ def claim(session: Session, *, prediction_id: str, worker: str, lease_seconds: f
     return None if attempt is None else Claim(prediction_id, attempt)
 
 
+def _notify_ended(session: Session, prediction_ids: list[str]) -> None:
+    """Tell gateways waiting on these predictions (``Prefer: wait``) that they ended; delivered at commit."""
+    for prediction_id in prediction_ids:
+        session.execute(select(func.pg_notify(ENDED_CHANNEL, prediction_id)))
+
+
 def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bool:
     """processing → terminal for the claim's attempt. False when the claim was lost."""
     finished = session.scalar(
@@ -110,6 +118,8 @@ def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bo
         .values(status=status, completed_at=datetime.now(UTC), lease_expires_at=None, **values)
         .returning(Prediction.id)
     )
+    if finished is not None:
+        _notify_ended(session, [claim.prediction_id])
     return finished is not None
 
 
@@ -124,8 +134,10 @@ def succeed(
     cost_usd: float,
     price_usd: float,
     logs: str,
+    has_nsfw_concepts: list[bool] | None = None,
 ) -> bool:
-    """Record the winning attempt's outputs and metrics."""
+    """Record the winning attempt's outputs and metrics; ``has_nsfw_concepts`` holds one flag per output when a
+    safety checker ran, else None (stored as SQL NULL, not a JSON null)."""
     return _finish(
         session,
         claim,
@@ -137,6 +149,7 @@ def succeed(
         cost_usd=cost_usd,
         price_usd=price_usd,
         logs=logs,
+        has_nsfw_concepts=null() if has_nsfw_concepts is None else has_nsfw_concepts,
     )
 
 
@@ -154,11 +167,13 @@ def request_cancel(session: Session, *, prediction_id: str) -> None:
     """Cancel: a queued prediction ends ``canceled`` at once (a later delivery cannot claim it);
     a running one is flagged, and its worker stops at the next step boundary."""
     now = datetime.now(UTC)
-    session.execute(
+    canceled = session.execute(
         update(Prediction)
         .where(Prediction.id == prediction_id, Prediction.status == Status.STARTING)
         .values(status=Status.CANCELED, completed_at=now)
-    )
+        .returning(Prediction.id)
+    ).scalars()
+    _notify_ended(session, list(canceled))
     session.execute(
         update(Prediction)
         .where(
@@ -200,12 +215,17 @@ def expire_deadlines(session: Session) -> int:
     """Cancel-After: cancel queued predictions past their deadline and flag running ones (their
     worker stops at the next step). Returns how many queued predictions were canceled."""
     now = datetime.now(UTC)
-    canceled = session.execute(
-        update(Prediction)
-        .where(Prediction.status == Status.STARTING, Prediction.deadline <= now)
-        .values(status=Status.CANCELED, completed_at=now, error=DEADLINE_ERROR)
-        .returning(Prediction.id)
-    ).all()
+    canceled = (
+        session.execute(
+            update(Prediction)
+            .where(Prediction.status == Status.STARTING, Prediction.deadline <= now)
+            .values(status=Status.CANCELED, completed_at=now, error=DEADLINE_ERROR)
+            .returning(Prediction.id)
+        )
+        .scalars()
+        .all()
+    )
+    _notify_ended(session, list(canceled))
     session.execute(
         update(Prediction)
         .where(

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         default="stabilityai/stable-diffusion-3.5-medium",
         description="Local directory, or Hugging Face repo id in the local cache, of the SD3.5 weights.",
     )
+    safety_checker_path: str = Field(
+        default="",
+        description="Local directory of a diffusers StableDiffusionSafetyChecker plus its CLIP image processor "
+        "(preprocessor_config.json), e.g. CompVis/stable-diffusion-safety-checker downloaded beforehand; the "
+        "worker checks outputs with it when the input asks. Empty: no checker (has_nsfw_concepts is null).",
+    )
     worker_name: str = Field(default="", description="Name recorded on claimed predictions (default: host:pid).")
     gpu_class: str = Field(default="", description="GPU model recorded per prediction (default: detected).")
     gpu_hourly_usd: float = Field(

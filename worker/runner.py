@@ -11,6 +11,7 @@ import os
 import socket
 import time
 import traceback
+from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
@@ -28,13 +29,17 @@ from worker.encode import encode_image
 from worker.pipelines import Predictor
 from worker.progress import ProgressLog
 
+if TYPE_CHECKING:  # worker.safety imports torch, which the Celery parent process never loads
+    from worker.safety import SafetyChecker
+
 log = logging.getLogger("farm.worker")
 
 
-# No checker is loaded yet, so the prediction says so instead of claiming outputs are safe.
+# Without a checker the prediction says so (has_nsfw_concepts null) instead of claiming outputs are safe.
 NO_SAFETY_CHECKER = (
     "Safety checker: none configured on this worker; outputs were not checked (has_nsfw_concepts: null)."
 )
+SAFETY_CHECKER_DISABLED = "Safety checker: disabled by the request."
 
 
 class CancelRequested(Exception):
@@ -49,8 +54,16 @@ def worker_name(settings: Settings) -> str:
     return settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_prediction(prediction_id: str, *, settings: Settings, predictor: Predictor, storage: Storage) -> Status | None:
-    """Run the prediction if it can be claimed; return the terminal status this run recorded."""
+def run_prediction(
+    prediction_id: str,
+    *,
+    settings: Settings,
+    predictor: Predictor,
+    storage: Storage,
+    safety_checker: "SafetyChecker | None" = None,
+) -> Status | None:
+    """Run the prediction if it can be claimed; return the terminal status this run recorded. With a
+    `safety_checker`, outputs are checked after denoising unless the input disables it."""
     started = time.perf_counter()
     db = settings.database_url
 
@@ -87,7 +100,12 @@ def run_prediction(prediction_id: str, *, settings: Settings, predictor: Predict
             init_image_key=prediction.image_key,
             init_image_size=None if init_image is None else init_image.size,
         )
-        if getattr(inputs, "enable_safety_checker", False):
+        # A model without the input is checked whenever a checker is loaded.
+        wants_check = getattr(inputs, "enable_safety_checker", True)
+        checker = safety_checker if wants_check else None
+        if not wants_check:
+            progress.note(SAFETY_CHECKER_DISABLED)
+        elif safety_checker is None:
             progress.note(NO_SAFETY_CHECKER)
 
         # 3. Denoise, renewing the lease and watching for cancel at step boundaries.
@@ -116,6 +134,10 @@ def run_prediction(prediction_id: str, *, settings: Settings, predictor: Predict
             if init_image is None
             else predictor.predict(request, on_step, init_image)
         )
+        has_nsfw_concepts = None
+        if checker is not None:  # part of the model's run, as in diffusers' pipelines: inside predict_time
+            images, has_nsfw_concepts = checker.check(images)
+            progress.note(_safety_note(has_nsfw_concepts))
         predict_time = time.perf_counter() - predict_started
 
         # 4. Encode and upload under this attempt's keys.
@@ -139,6 +161,7 @@ def run_prediction(prediction_id: str, *, settings: Settings, predictor: Predict
                 cost_usd=gpu_cost_usd(gpu_seconds, settings.gpu_hourly_usd),
                 price_usd=price_usd(spec.price_per_megapixel_usd, request.width, request.height, len(keys)),
                 logs=progress.text(),
+                has_nsfw_concepts=has_nsfw_concepts,
             )
         return Status.SUCCEEDED if won else None
     except CancelRequested:
@@ -154,6 +177,16 @@ def run_prediction(prediction_id: str, *, settings: Settings, predictor: Predict
     except Exception as error:  # any failure inside the farm ends the prediction, not the worker
         log.error("prediction %s failed:\n%s", prediction_id, traceback.format_exc())
         return _fail(db, claim, f"{error.__class__.__name__}: {error}", predict_time, progress)
+
+
+def _safety_note(has_nsfw_concepts: list[bool]) -> str:
+    flagged = [str(index) for index, flag in enumerate(has_nsfw_concepts) if flag]
+    if not flagged:
+        return f"Safety checker: {len(has_nsfw_concepts)} image(s) checked, none flagged."
+    return (
+        f"Safety checker: {len(flagged)} of {len(has_nsfw_concepts)} image(s) flagged (output "
+        f"{', '.join(flagged)}) and replaced by black images."
+    )
 
 
 def _fail(

@@ -2,12 +2,13 @@
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 
 from models import lifecycle
 from models.catalog import SD35_MEDIUM
-from models.db import session_scope
+from models.db import libpq_url, session_scope
 from models.keys import find_active_key
 from models.status import Status
 from models.tables import OutboxMessage, Prediction
@@ -96,3 +97,25 @@ def test_claims_stop_at_max_attempts(database_url: str, prediction_id: str) -> N
         count = session.scalar(select(func.count()).select_from(Prediction).where(Prediction.id == prediction_id))
     assert count == 1
     assert status_of(database_url, prediction_id).status == Status.STARTING
+
+
+def test_ending_a_prediction_notifies_waiting_gateways_at_commit(database_url: str, prediction_id: str) -> None:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
+        listener.execute(f"LISTEN {lifecycle.ENDED_CHANNEL}")
+        with session_scope(database_url) as session:
+            claim = lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
+        assert claim is not None
+        assert list(listener.notifies(timeout=0.2)) == []  # claiming ends nothing
+        with session_scope(database_url) as session:
+            assert lifecycle.fail(session, claim, error="boom")
+        payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert payloads == [prediction_id]
+
+
+def test_canceling_a_queued_prediction_notifies_too(database_url: str, prediction_id: str) -> None:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
+        listener.execute(f"LISTEN {lifecycle.ENDED_CHANNEL}")
+        with session_scope(database_url) as session:
+            lifecycle.request_cancel(session, prediction_id=prediction_id)
+        payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert payloads == [prediction_id]

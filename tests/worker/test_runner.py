@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from sqlalchemy import text
 
 from models import lifecycle
 from models.catalog import SD35_MEDIUM
@@ -17,8 +18,10 @@ from models.settings import Settings
 from models.status import Status
 from models.storage import LocalStorage, init_image_key
 from models.tables import Prediction
+from tests.worker.test_safety import save_tiny_safety_checker
 from worker.pipelines import Predictor, load_predictor
-from worker.runner import run_prediction
+from worker.runner import NO_SAFETY_CHECKER, SAFETY_CHECKER_DISABLED, run_prediction
+from worker.safety import SafetyChecker, load_safety_checker
 
 SMALL = {"prompt": "a red fox", "width": 256, "height": 256, "steps": 4, "output_format": "png"}
 
@@ -193,3 +196,77 @@ def test_an_image_input_without_a_stored_init_image_fails_readably(
     prediction_id = new_prediction({**SMALL, "image": "https://example.com/fox.png"})
     assert run_prediction(prediction_id, settings=settings, predictor=tiny, storage=storage) is Status.FAILED
     assert "no init image" in str(row(settings.database_url, prediction_id).error)
+
+
+@pytest.fixture(scope="module")
+def checkers(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, SafetyChecker]:
+    """Tiny checkers loaded from disk by the real loader: True flags every image, False none."""
+    return {
+        flag: load_safety_checker(
+            str(save_tiny_safety_checker(tmp_path_factory.mktemp("checker"), flag_everything=flag))
+        )
+        for flag in (True, False)
+    }
+
+
+def is_black(data: bytes) -> bool:
+    return Image.open(io.BytesIO(data)).convert("RGB").getextrema() == ((0, 0),) * 3
+
+
+@pytest.mark.parametrize("flagged", [True, False])
+def test_a_loaded_checker_records_a_flag_per_image_and_blacks_out_flagged_ones(
+    settings: Settings,
+    storage: LocalStorage,
+    tiny: Predictor,
+    checkers: dict[bool, SafetyChecker],
+    new_prediction: Callable[[dict[str, object]], str],
+    flagged: bool,
+) -> None:
+    prediction_id = new_prediction({**SMALL, "num_images": 2})  # enable_safety_checker defaults to true
+    status = run_prediction(
+        prediction_id, settings=settings, predictor=tiny, storage=storage, safety_checker=checkers[flagged]
+    )
+    assert status is Status.SUCCEEDED
+    done = row(settings.database_url, prediction_id)
+    assert done.has_nsfw_concepts == [flagged, flagged]
+    assert done.output_keys is not None
+    outputs = [storage.get(key) for key in done.output_keys]
+    assert [Image.open(io.BytesIO(data)).size for data in outputs] == [(256, 256)] * 2
+    assert [is_black(data) for data in outputs] == [flagged, flagged]
+    assert NO_SAFETY_CHECKER not in done.logs
+    assert done.logs.splitlines()[-1] == (
+        "Safety checker: 2 of 2 image(s) flagged (output 0, 1) and replaced by black images."
+        if flagged
+        else "Safety checker: 2 image(s) checked, none flagged."
+    )
+
+
+def test_enable_safety_checker_false_skips_the_loaded_checker_and_says_so(
+    settings: Settings,
+    storage: LocalStorage,
+    tiny: Predictor,
+    checkers: dict[bool, SafetyChecker],
+    new_prediction: Callable[[dict[str, object]], str],
+) -> None:
+    prediction_id = new_prediction({**SMALL, "enable_safety_checker": False})
+    status = run_prediction(
+        prediction_id, settings=settings, predictor=tiny, storage=storage, safety_checker=checkers[True]
+    )
+    assert status is Status.SUCCEEDED
+    done = row(settings.database_url, prediction_id)
+    assert done.has_nsfw_concepts is None
+    assert SAFETY_CHECKER_DISABLED in done.logs
+    assert done.output_keys is not None and not is_black(storage.get(done.output_keys[0]))
+
+
+def test_without_a_checker_has_nsfw_concepts_is_sql_null_and_the_logs_say_why(
+    settings: Settings, storage: LocalStorage, tiny: Predictor, new_prediction: Callable[[dict[str, object]], str]
+) -> None:
+    prediction_id = new_prediction(SMALL)
+    assert run_prediction(prediction_id, settings=settings, predictor=tiny, storage=storage) is Status.SUCCEEDED
+    assert NO_SAFETY_CHECKER in row(settings.database_url, prediction_id).logs
+    with session_scope(settings.database_url) as session:
+        stored = session.execute(
+            text("SELECT has_nsfw_concepts IS NULL FROM predictions WHERE id = :id"), {"id": prediction_id}
+        ).scalar_one()
+    assert stored is True  # never a made-up false, nor a JSON null
