@@ -60,11 +60,10 @@ def create_prediction(
         logs="",
     )
     session.add(prediction)
-    session.flush()
+    session.flush()  # before the outbox row (its foreign key); RETURNING fills created_at (eager_defaults)
     session.add(OutboxMessage(prediction_id=prediction.id, task_name=TASK_RENDER, queue=spec.queue))
-    session.execute(select(func.pg_notify(OUTBOX_CHANNEL, prediction.id)))
     session.flush()
-    session.refresh(prediction)
+    session.execute(select(func.pg_notify(OUTBOX_CHANNEL, prediction.id)))
     return prediction
 
 
@@ -135,9 +134,12 @@ def succeed(
     price_usd: float,
     logs: str,
     has_nsfw_concepts: list[bool] | None = None,
+    progress: tuple[int, int] | None = None,
 ) -> bool:
     """Record the winning attempt's outputs and metrics; ``has_nsfw_concepts`` holds one flag per output when a
-    safety checker ran, else None (stored as SQL NULL, not a JSON null)."""
+    safety checker ran, else None (stored as SQL NULL, not a JSON null). ``progress`` is the last (step, total),
+    which heartbeats, throttled, may not have recorded."""
+    step, total = progress or (None, None)
     return _finish(
         session,
         claim,
@@ -150,6 +152,8 @@ def succeed(
         price_usd=price_usd,
         logs=logs,
         has_nsfw_concepts=null() if has_nsfw_concepts is None else has_nsfw_concepts,
+        progress_step=step,
+        progress_total=total,
     )
 
 

@@ -11,8 +11,10 @@ class ProgressLog:
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.lines: list[str] = []
+        self.last: tuple[int, int] | None = None  # (step, total) last reported
 
     def step(self, step: int, total: int) -> None:
+        self.last = (step, total)
         elapsed = time.perf_counter() - self.started
         rate = step / elapsed if elapsed > 0 else 0.0
         remaining = (total - step) / rate if rate > 0 else 0.0

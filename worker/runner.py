@@ -109,14 +109,14 @@ def run_prediction(
             progress.note(NO_SAFETY_CHECKER)
 
         # 3. Denoise, renewing the lease and watching for cancel at step boundaries.
-        last_beat = 0.0
+        last_beat = time.perf_counter()  # the claim just set the lease
 
         def on_step(step: int, total: int) -> None:
             nonlocal last_beat
             progress.step(step, total)
             now = time.perf_counter()
             # Steps can be milliseconds apart: reach Postgres at most every heartbeat_seconds.
-            if now - last_beat < settings.heartbeat_seconds and step < total:
+            if now - last_beat < settings.heartbeat_seconds:
                 return
             last_beat = now
             with session_scope(db) as beat:
@@ -162,6 +162,7 @@ def run_prediction(
                 price_usd=price_usd(spec.price_per_megapixel_usd, request.width, request.height, len(keys)),
                 logs=progress.text(),
                 has_nsfw_concepts=has_nsfw_concepts,
+                progress=progress.last,
             )
         return Status.SUCCEEDED if won else None
     except CancelRequested:
