@@ -15,6 +15,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from PIL import Image
 
 from models.inputs import RenderRequest
+from worker.pipelines.checks import checked_output, validate_request
 
 
 def img2img_pipeline(pipe: StableDiffusion3Pipeline) -> StableDiffusion3Img2ImgPipeline:
@@ -41,15 +42,7 @@ def image_to_image(
     exception raised by `on_step` propagates unchanged and stops the run before the VAE decode.
     """
     # 1. Validate: the pipeline's own errors would name its arguments, not the request's fields.
-    multiple = pipe.vae_scale_factor * pipe.patch_size
-    for name, side in (("width", request.width), ("height", request.height)):
-        if side % multiple != 0:
-            lower, upper = side // multiple * multiple, (side // multiple + 1) * multiple
-            raise ValueError(f"{name} must be a multiple of {multiple} but is {side}. You can use {lower} or {upper}.")
-    if not request.seeds:
-        raise ValueError("seeds is empty: give one seed per image (at least one).")
-    if request.steps < 1:
-        raise ValueError(f"steps must be at least 1 but is {request.steps}.")
+    validate_request(pipe, request)
     if not 0 <= request.strength <= 1:
         raise ValueError(f"strength must be between 0 and 1 but is {request.strength}.")
 
@@ -84,12 +77,5 @@ def image_to_image(
             output_type="pil",
         )
 
-    # 6. Check the output: callers store these as-is, so a wrong count or size must fail here.
-    images: list[Image.Image] = [image.convert("RGB") for image in output.images]
-    sizes = {image.size for image in images}
-    if len(images) != len(request.seeds) or sizes != {(request.width, request.height)}:
-        raise RuntimeError(
-            f"pipeline returned {len(images)} images of sizes {sorted(sizes)}, expected {len(request.seeds)} "
-            f"of {request.width}x{request.height}"
-        )
-    return images
+    # 6. Check the output.
+    return checked_output(output.images, request)

@@ -10,6 +10,7 @@ from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import S
 from PIL import Image
 
 from models.inputs import RenderRequest
+from worker.pipelines.checks import checked_output, validate_request
 
 
 def text_to_image(
@@ -20,15 +21,7 @@ def text_to_image(
     An exception raised by `on_step` propagates unchanged and stops the run before the VAE decode.
     """
     # 1. Validate: the pipeline's own errors would name its arguments, not the request's fields.
-    multiple = pipe.vae_scale_factor * pipe.patch_size
-    for name, side in (("width", request.width), ("height", request.height)):
-        if side % multiple != 0:
-            lower, upper = side // multiple * multiple, (side // multiple + 1) * multiple
-            raise ValueError(f"{name} must be a multiple of {multiple} but is {side}. You can use {lower} or {upper}.")
-    if not request.seeds:
-        raise ValueError("seeds is empty: give one seed per image (at least one).")
-    if request.steps < 1:
-        raise ValueError(f"steps must be at least 1 but is {request.steps}.")
+    validate_request(pipe, request)
 
     # 2. Seed generators: one CPU generator per image, so each image depends only on its seed and the
     # initial noise is the same on every device.
@@ -56,12 +49,5 @@ def text_to_image(
             output_type="pil",
         )
 
-    # 5. Check the output: callers store these as-is, so a wrong count or size must fail here.
-    images: list[Image.Image] = [image.convert("RGB") for image in output.images]
-    sizes = {image.size for image in images}
-    if len(images) != len(request.seeds) or sizes != {(request.width, request.height)}:
-        raise RuntimeError(
-            f"pipeline returned {len(images)} images of sizes {sorted(sizes)}, expected {len(request.seeds)} "
-            f"of {request.width}x{request.height}"
-        )
-    return images
+    # 5. Check the output.
+    return checked_output(output.images, request)
