@@ -22,11 +22,19 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def is_field_part(part: str | int) -> bool:
+    """Whether a pydantic ``loc`` part names a field or index, not where FastAPI read it ("body") or which
+    member of a union failed (``literal['a','b']``, ``ImageSize``)."""
+    if isinstance(part, int):
+        return True
+    return part not in ("body", "query", "path") and "[" not in part and not part[:1].isupper()
+
+
 def describe_errors(errors: Sequence[Any], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
     """Pydantic errors as ``{field, message, value}`` with dotted field paths."""
     described = []
     for error in errors:
-        loc = [part for part in (*prefix, *error.get("loc", ())) if part not in ("body", "query", "path")]
+        loc = [part for part in (*prefix, *error.get("loc", ())) if is_field_part(part)]
         field = ".".join(str(part) for part in loc) or "body"
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         described.append({"field": field, "message": message, "value": json_safe(error.get("input"))})
