@@ -8,6 +8,7 @@ duplicate delivery fails its claim harmlessly (at-least-once publish, exactly-on
 
 import logging
 import signal
+import time
 from datetime import UTC, datetime
 from types import FrameType
 
@@ -70,13 +71,17 @@ def run(settings: Settings) -> None:
     with psycopg.connect(libpq_url(settings.database_url), autocommit=True) as listener:
         listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
         log.info("relay listening on %s", OUTBOX_CHANNEL)
+        last_sweep = 0.0
         while not stopping:
             sent = relay_batch(sessions, celery)
             if sent:
                 log.info("published %d job(s)", sent)
-            with sessions() as session, session.begin():
-                if expired := expire_deadlines(session):
-                    log.info("canceled %d queued prediction(s) past their Cancel-After deadline", expired)
+            # Deadlines are at least 5 s away: one sweep per poll interval, not one per published job.
+            if time.monotonic() - last_sweep >= settings.relay_poll_seconds:
+                last_sweep = time.monotonic()
+                with sessions() as session, session.begin():
+                    if expired := expire_deadlines(session):
+                        log.info("canceled %d queued prediction(s) past their Cancel-After deadline", expired)
             if sent < BATCH_SIZE:
                 # Wakes at the first commit that queued a job; the timeout covers missed notifications.
                 for _ in listener.notifies(timeout=settings.relay_poll_seconds, stop_after=1):

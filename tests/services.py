@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 
@@ -40,6 +41,7 @@ def postgres_answers(url: str) -> bool:
         return False
 
 
+@lru_cache
 def local_stack() -> ModuleType:
     """infra/local_stack.py, the `make up` launcher, whose private servers the tests reuse."""
     spec = importlib.util.spec_from_file_location("local_stack", REPO_ROOT / "infra" / "local_stack.py")

@@ -2,7 +2,6 @@
 image per seed out."""
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
@@ -15,7 +14,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from PIL import Image
 
 from models.inputs import RenderRequest
-from worker.pipelines.checks import checked_output, validate_request
+from worker.pipelines.shared_steps import checked_output, seed_generators, step_callback, validate_request
 
 
 def img2img_pipeline(pipe: StableDiffusion3Pipeline) -> StableDiffusion3Img2ImgPipeline:
@@ -49,16 +48,11 @@ def image_to_image(
     # 2. Strength: the pipeline runs steps - int(steps * (1 - strength)) steps, none at 0; keep one.
     strength = max(request.strength, 1 / request.steps)
 
-    # 3. Seed generators: one CPU generator per image, so each image depends only on its seed and the
-    # noise is the same on every device.
-    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in request.seeds]
+    # 3. Seed generators: one per image, on the CPU.
+    generators = seed_generators(request.seeds)
 
     # 4. Report progress: num_timesteps is the strength-shortened count. Raising here is the cancel path.
-    def on_step_end(
-        pipeline: StableDiffusion3Img2ImgPipeline, i: int, _t: torch.Tensor, _tensors: dict[str, Any]
-    ) -> dict[str, Any]:
-        on_step(i + 1, pipeline.num_timesteps)
-        return {}  # no tensor replaced
+    on_step_end = step_callback(on_step)
 
     # 5. Run the pipeline. height/width explicitly: without them the init image is resized to 1024x1024.
     with torch.inference_mode():

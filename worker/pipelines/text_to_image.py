@@ -1,7 +1,6 @@
 """The one text-to-image recipe shared by every preset: a RenderRequest in, one PIL image per seed out."""
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
@@ -10,7 +9,7 @@ from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import S
 from PIL import Image
 
 from models.inputs import RenderRequest
-from worker.pipelines.checks import checked_output, validate_request
+from worker.pipelines.shared_steps import checked_output, seed_generators, step_callback, validate_request
 
 
 def text_to_image(
@@ -23,16 +22,11 @@ def text_to_image(
     # 1. Validate: the pipeline's own errors would name its arguments, not the request's fields.
     validate_request(pipe, request)
 
-    # 2. Seed generators: one CPU generator per image, so each image depends only on its seed and the
-    # initial noise is the same on every device.
-    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in request.seeds]
+    # 2. Seed generators: one per image, on the CPU.
+    generators = seed_generators(request.seeds)
 
-    # 3. Report progress: raising here (not `pipe._interrupt`, which still VAE-decodes) is the cancel path.
-    def on_step_end(
-        pipeline: StableDiffusion3Pipeline, i: int, _t: torch.Tensor, _tensors: dict[str, Any]
-    ) -> dict[str, Any]:
-        on_step(i + 1, pipeline.num_timesteps)
-        return {}  # no tensor replaced
+    # 3. Report progress: raising from on_step is the cancel path.
+    on_step_end = step_callback(on_step)
 
     # 4. Run the pipeline
     with torch.inference_mode():

@@ -1,7 +1,9 @@
-"""The checks both recipes run around the pipeline call (text-to-image and image-to-image)."""
+"""The steps both recipes (text-to-image, image-to-image) take around their pipeline call."""
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
+import torch
 from PIL import Image
 
 from models.inputs import RenderRequest
@@ -23,6 +25,27 @@ def validate_request(pipe: SizedPipeline, request: RenderRequest) -> None:
         raise ValueError("seeds is empty: give one seed per image (at least one).")
     if request.steps < 1:
         raise ValueError(f"steps must be at least 1 but is {request.steps}.")
+
+
+def seed_generators(seeds: tuple[int, ...]) -> list[torch.Generator]:
+    """One CPU generator per image, so each image depends only on its seed and the noise is the same on
+    every device."""
+    return [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+
+
+class StepCounted(Protocol):
+    num_timesteps: int
+
+
+def step_callback(on_step: Callable[[int, int], None]) -> Callable[..., dict[str, Any]]:
+    """A ``callback_on_step_end`` reporting (steps done, steps that really run). An exception raised by
+    ``on_step`` propagates and stops the run before the VAE decode (``pipe._interrupt`` would still decode)."""
+
+    def on_step_end(pipeline: StepCounted, i: int, _t: torch.Tensor, _tensors: dict[str, Any]) -> dict[str, Any]:
+        on_step(i + 1, pipeline.num_timesteps)
+        return {}  # no tensor replaced
+
+    return on_step_end
 
 
 def checked_output(images: list[Image.Image], request: RenderRequest) -> list[Image.Image]:
