@@ -1,19 +1,39 @@
 """Dependencies declared once: settings, a DB session per request, storage, the caller's key."""
 
 from collections.abc import Iterator
-from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException
+from fastapi import Depends, Header, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.rate_limit import STATE_KEY, check_rate
 from models.db import get_sessionmaker
+from models.ids import could_be_id
 from models.keys import find_active_key, touch_key
 from models.settings import Settings, get_settings
-from models.storage import Storage, storage_from_url
+from models.storage import Storage, storage_from_settings
 from models.tables import ApiKey, Prediction
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+async def current_settings() -> Settings:
+    """The process's settings. Async because it never blocks: FastAPI runs each sync dependency on a
+    worker thread, a hop that costs more than the call."""
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(current_settings)]
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retry-safe create: the same key with the same request answers with the first prediction "
+        "(kept 24 h); with a different request, 422.",
+    ),
+]
 
 # Schemes the peers' clients send: Replicate "Bearer"/"Token", fal "Key".
 AUTH_SCHEMES = ("bearer", "token", "key")
@@ -29,13 +49,9 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-@lru_cache
-def _storage(storage_url: str, public_url: str) -> Storage:
-    return storage_from_url(storage_url, public_url)
-
-
-def get_storage(settings: SettingsDep) -> Storage:
-    return _storage(settings.storage_url, settings.public_url)
+async def get_storage(settings: SettingsDep) -> Storage:
+    """The process's storage (built once, no I/O); async for the same reason as ``current_settings``."""
+    return storage_from_settings(settings)
 
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
@@ -52,12 +68,30 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
     return None
 
 
+# Declared as security schemes, so the OpenAPI schema says how to authenticate (the Authorize button of /docs,
+# clients, the fuzzer); the Authorization header is read raw as well, for the Token and Key schemes.
+bearer_scheme = HTTPBearer(
+    scheme_name="Bearer",
+    description="Authorization: Bearer <key> (also Token <key>, as Replicate's client sends, or Key <key>, as fal's).",
+    auto_error=False,
+)
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="X-API-Key",
+    description="X-API-Key: <key>, as Eachlabs' client sends.",
+    auto_error=False,
+)
+
+
 def get_current_key(
+    request: Request,
     session: SessionDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    settings: SettingsDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    x_api_key: Annotated[str | None, Security(api_key_scheme)],
 ) -> ApiKey:
-    key = presented_key(authorization, x_api_key)
+    """The caller's key, its request counted against the key's rate limit (429 when over)."""
+    key = presented_key(request.headers.get("authorization"), x_api_key)
     if key is None:
         raise HTTPException(
             status_code=401,
@@ -71,7 +105,8 @@ def get_current_key(
             detail="Invalid or revoked API key.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    touch_key(session, row.id)
+    setattr(request.state, STATE_KEY, check_rate(settings, row, request.method))
+    touch_key(session, row)
     return row
 
 
@@ -80,7 +115,7 @@ CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
 
 def owned_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction:
     """The caller's prediction; another key's ids are answered like unknown ones."""
-    prediction = session.get(Prediction, prediction_id)
+    prediction = session.get(Prediction, prediction_id) if could_be_id(prediction_id) else None
     if prediction is None or prediction.api_key_id != key.id:
         raise HTTPException(404, f"Prediction {prediction_id!r} not found.")
     return prediction

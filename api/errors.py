@@ -4,11 +4,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 
 def json_safe(value: Any) -> Any:
@@ -34,7 +35,11 @@ def describe_errors(errors: Sequence[Any], prefix: tuple[str | int, ...] = ()) -
     """Pydantic errors as ``{field, message, value}`` with dotted field paths."""
     described = []
     for error in errors:
-        loc = [part for part in (*prefix, *error.get("loc", ())) if is_field_part(part)]
+        raw = (*prefix, *error.get("loc", ()))
+        if raw[:1] in (("header",), ("cookie",)):  # a header's own name is the field, capitals and all
+            loc = list(raw[1:])
+        else:
+            loc = [part for part in raw if is_field_part(part)]
         field = ".".join(str(part) for part in loc) or "body"
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         described.append({"field": field, "message": message, "value": json_safe(error.get("input"))})
@@ -76,6 +81,15 @@ class InputError(Exception):
         return cls(describe_errors(error.errors(include_url=False), prefix))
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at the request's path."""
+    path, methods = request.url.path, set[str]()
+    for context in routing.iter_route_contexts(request.app.routes):
+        if context.path is not None and compile_path(context.path)[0].match(path):
+            methods |= getattr(context.original_route, "methods", None) or set()
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,9 +100,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return validation_response(exc.errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette's Allow names one route's methods; a path may have several routes
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return JSONResponse(
             status_code=exc.status_code,
             content={"status": exc.status_code, "detail": exc.detail},
-            headers=exc.headers,
+            headers=headers,
         )

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import parse_qs, unquote, unquote_to_bytes
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from sqlalchemy.orm import Session
@@ -26,6 +26,7 @@ from models.net_guard import FetchError, NetGuard
 from models.settings import Settings
 from models.storage import LocalStorage, Storage, init_image_key
 from models.tables import ApiKey, File
+from models.url_signing import UrlRejected
 
 FIELD = "input.image"
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
@@ -99,11 +100,7 @@ def read_source(source: str, *, key: ApiKey, session: Session, settings: Setting
             raise invalid("no file of yours has this URL: upload with POST /v1/files and use its urls.get", source)
         return storage.get(file.storage_key)
     if source.startswith(f"{public}/files/") and isinstance(storage, LocalStorage):
-        # A previous prediction's output on this farm: read it from storage, not over the network.
-        try:
-            return storage.get(unquote(source.removeprefix(f"{public}/files/")))
-        except (OSError, ValueError):
-            raise invalid("no file on this farm has this URL", source) from None
+        return read_output_url(source.removeprefix(f"{public}/files/"), source, storage)
     if not source.startswith(("http://", "https://")):
         raise invalid(
             "give an https URL, a data URI (data:image/png;base64,…) or a file URL from POST /v1/files", source
@@ -112,6 +109,22 @@ def read_source(source: str, *, key: ApiKey, session: Session, settings: Setting
         return NetGuard.from_setting(settings.allowed_networks).fetch(source, max_bytes=MAX_IMAGE_BYTES)
     except FetchError as error:
         raise invalid(f"could not be used: {error}", source) from None
+
+
+def read_output_url(rest: str, source: str, storage: LocalStorage) -> bytes:
+    """A previous prediction's output on this farm, read from storage rather than over the network; its URL
+    must be signed and unexpired, as when it is downloaded (so a guessed key reads nothing)."""
+    path, _, query = rest.partition("?")
+    key, params = unquote(path), {name: values[-1] for name, values in parse_qs(query).items()}
+    if storage.signer is None:
+        raise invalid("no file on this farm has this URL", source)
+    try:
+        storage.signer.check(key, params.get("expires"), params.get("signature"))
+        return storage.get(key)
+    except UrlRejected as rejected:
+        raise invalid(str(rejected), source) from None
+    except (OSError, ValueError):
+        raise invalid("no file on this farm has this URL", source) from None
 
 
 def decode_data_uri(source: str) -> bytes:

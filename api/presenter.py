@@ -42,6 +42,7 @@ def prediction_public(
         "total_time": seconds_between(prediction.created_at, prediction.completed_at),
         "queue_time": seconds_between(prediction.created_at, prediction.started_at),
         "gpu_seconds": prediction.gpu_seconds,
+        "gpu_hourly_usd": prediction.gpu_hourly_usd,
         "cost_usd": prediction.cost_usd,
         "price_usd": prediction.price_usd,
     }

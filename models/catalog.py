@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from models.cost import PricingRule, PricingUnit
 from models.inputs import SD35Input
 
 
@@ -15,7 +16,7 @@ class ModelSpec:
     description: str
     input_cls: type[BaseModel]
     queue: str  # the broker queue whose workers hold this model warm
-    price_per_megapixel_usd: float  # what a caller is charged per output megapixel
+    pricing: PricingRule  # what a caller is charged per successful run: per image, megapixel or GPU-second
 
     @property
     def ref(self) -> str:
@@ -34,7 +35,7 @@ SD35_MEDIUM = ModelSpec(
     description="Stable Diffusion 3.5 Medium: 2.5B-parameter MMDiT-X text-to-image and image-to-image model.",
     input_cls=SD35Input,
     queue="sd35-medium",
-    price_per_megapixel_usd=0.02,
+    pricing=PricingRule(PricingUnit.MEGAPIXEL, 0.02),  # fal's price of SD3.5 Medium
 )
 
 MODELS: dict[str, ModelSpec] = {SD35_MEDIUM.ref: SD35_MEDIUM}

@@ -25,7 +25,11 @@ class Base(DeclarativeBase):
 @lru_cache
 def get_engine(database_url: str) -> Engine:
     """One pooled engine per URL and process."""
-    return create_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # connect_timeout: an unreachable server (not one refusing) must fail fast enough for retries to matter.
+    # No server-side prepared statements: they saved nothing measurable here (make bench-gateway) and break
+    # behind PgBouncer in transaction mode, the first thing docs/capacity.md adds as the farm grows.
+    connect_args = {"connect_timeout": 5, "prepare_threshold": None}
+    return create_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
 
 
 @lru_cache

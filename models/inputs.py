@@ -11,6 +11,8 @@ from typing import Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from models.text import StoredText
+
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 10_000
 # Init images (img2img) and uploads: bytes as sent, and decoded pixels (a small file can declare a huge
@@ -61,8 +63,10 @@ class SD35Input(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the image should show.")
-    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="What the image should not show.")
+    prompt: StoredText = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the image should show.")
+    negative_prompt: StoredText = Field(
+        default="", max_length=MAX_PROMPT_CHARS, description="What the image should not show."
+    )
     aspect_ratio: AspectRatio = Field(
         default="1:1",
         description="Shape of the image, rendered near one megapixel. Ignored when width and height are set.",
@@ -105,7 +109,7 @@ class SD35Input(BaseModel):
     enable_safety_checker: bool = Field(
         default=True, description="Check outputs for unsafe content when a checker is configured."
     )
-    image: str | None = Field(
+    image: StoredText | None = Field(
         default=None,
         description="Init image for image-to-image: an https URL, a data URI (base64), or the urls.get of a file "
         "uploaded with POST /v1/files. JPEG, PNG or WebP, at most 50 MB and 40 megapixels. The output keeps "

@@ -22,11 +22,34 @@ def hash_key(key: str) -> str:
 
 
 def create_api_key(session: Session, *, name: str) -> str:
-    """Store a new key and return it; this is the only time the plain key exists."""
+    """Store a new ordinary key with the farm's default limits and return it (shown once)."""
+    return issue_api_key(session, name=name)[1]
+
+
+def issue_api_key(
+    session: Session,
+    *,
+    name: str,
+    is_admin: bool = False,
+    rate_limit_per_minute: int | None = None,
+    max_unfinished: int | None = None,
+    monthly_spend_cap_usd: float | None = None,
+) -> tuple[ApiKey, str]:
+    """Store a new key and return its row and the key; this is the only time the plain key exists.
+    A limit left None takes the farm's default (no spend cap)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(name=name, key_hash=hash_key(key), key_prefix=key[: len(KEY_PREFIX) + 4]))
+    row = ApiKey(
+        name=name,
+        key_hash=hash_key(key),
+        key_prefix=key[: len(KEY_PREFIX) + 4],
+        is_admin=is_admin,
+        rate_limit_per_minute=rate_limit_per_minute,
+        max_unfinished=max_unfinished,
+        monthly_spend_cap_usd=monthly_spend_cap_usd,
+    )
+    session.add(row)
     session.flush()
-    return key
+    return row, key
 
 
 def find_active_key(session: Session, key: str) -> ApiKey | None:
@@ -38,22 +61,57 @@ def find_active_key(session: Session, key: str) -> ApiKey | None:
     return row
 
 
-def touch_key(session: Session, key_id: int) -> None:
-    """Record that a key was used; at most one write a minute per key, to keep requests read-only."""
+def touch_key(session: Session, key: ApiKey) -> None:
+    """Record that a key was used; at most one write a minute per key, to keep requests read-only (the row
+    just read says whether a write is due, so most requests send nothing)."""
     now = datetime.now(UTC)
+    stale = now - LAST_USED_RESOLUTION
+    if key.last_used_at is not None and key.last_used_at >= stale:
+        return
     session.execute(
         update(ApiKey)
-        .where(
-            ApiKey.id == key_id,
-            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_RESOLUTION),
-        )
+        .where(ApiKey.id == key.id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < stale))
         .values(last_used_at=now)
     )
 
 
+def list_api_keys(session: Session) -> list[ApiKey]:
+    """Every key, revoked ones included, oldest first."""
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def find_api_key(session: Session, ref: str) -> ApiKey:
+    """The key whose id or public prefix (``farm_abcd``) is ``ref``, revoked or not.
+
+    Raises LookupError when no key, or more than one, matches.
+    """
+    wanted = ref.strip().rstrip("…")  # the prefix as `farm keys list` shows it, ellipsis and all
+    match = ApiKey.id == int(wanted) if wanted.isdigit() else ApiKey.key_prefix == wanted
+    matches = list(session.scalars(select(ApiKey).where(match)))
+    if not matches:
+        raise LookupError(f"no API key has id or prefix {ref!r}")
+    if len(matches) > 1:
+        ids = ", ".join(str(row.id) for row in matches)
+        raise LookupError(f"{len(matches)} keys have prefix {ref!r} (ids {ids}): name one by its id")
+    return matches[0]
+
+
+def revoke_api_key(session: Session, ref: str) -> ApiKey:
+    """Revoke the key whose id or public prefix is ``ref`` (see find_api_key); revoking twice keeps the first
+    time."""
+    return revoke_key_row(session, find_api_key(session, ref))
+
+
+def revoke_key_row(session: Session, row: ApiKey) -> ApiKey:
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+        session.flush()
+    return row
+
+
 def webhook_secret(session: Session, key_id: int) -> str:
     """The key's webhook signing secret, ``whsec_<base64 of 32 random bytes>``: made once, then stable."""
-    fresh = WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode()
+    fresh = new_webhook_secret()
     # Set only while unset, so concurrent first requests agree on one secret.
     session.execute(
         update(ApiKey).where(ApiKey.id == key_id, ApiKey.webhook_secret.is_(None)).values(webhook_secret=fresh)
@@ -61,3 +119,35 @@ def webhook_secret(session: Session, key_id: int) -> str:
     secret = session.scalar(select(ApiKey.webhook_secret).where(ApiKey.id == key_id))
     assert secret is not None
     return secret
+
+
+def new_webhook_secret() -> str:
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode()
+
+
+def rotate_webhook_secret(session: Session, key_id: int, *, overlap: timedelta) -> tuple[str, datetime]:
+    """Replace the key's webhook secret. The old one keeps signing too (a second signature) for
+    ``overlap``, so receivers can switch without dropping a webhook. Returns (new secret, overlap end)."""
+    current = webhook_secret(session, key_id)
+    fresh, until = new_webhook_secret(), datetime.now(UTC) + overlap
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id)
+        .values(webhook_secret=fresh, previous_webhook_secret=current, previous_webhook_secret_expires_at=until)
+    )
+    return fresh, until
+
+
+def signing_secrets(session: Session, key_id: int) -> list[str]:
+    """The secrets that sign this key's webhooks now: the current one, then the previous one while its
+    overlap lasts. One read; a key that never had a secret gets one here."""
+    current, previous, until = session.execute(
+        select(ApiKey.webhook_secret, ApiKey.previous_webhook_secret, ApiKey.previous_webhook_secret_expires_at).where(
+            ApiKey.id == key_id
+        )
+    ).one()
+    if current is None:
+        current = webhook_secret(session, key_id)
+    if previous is not None and until is not None and until > datetime.now(UTC):
+        return [current, previous]
+    return [current]

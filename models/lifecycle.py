@@ -2,26 +2,36 @@
 ``attempt`` (the fencing token), so a duplicate or stale execution changes 0 rows.
 
     starting ──claim──▶ processing ──finish──▶ succeeded | failed | canceled
+        │    ◀──reap (lease expired, attempts left)──┘ ──reap (none left)──▶ failed
         └──────cancel───────────────────────▶ canceled
 
-No other module writes ``Prediction.status``.
+No other module writes ``Prediction.status``. Each transition writes the webhook events it causes
+in its own transaction (``models.webhooks``).
 """
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, null, or_, select, update
+from sqlalchemy import String, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
-from models.catalog import ModelSpec
+from models.catalog import ModelSpec, find_model
+from models.cost import RunCost
 from models.ids import new_prediction_id
 from models.queue import TASK_RENDER
 from models.status import Status
 from models.tables import OutboxMessage, Prediction
+from models.webhooks import WebhookTarget, record_events
 
 DEADLINE_ERROR = "Canceled: the Cancel-After deadline passed."
+LEASE_EXPIRED_ERROR = (
+    "The worker running this prediction stopped responding (its lease expired) on each of {attempts} "
+    "attempt(s), the most allowed; it was not retried again. If this repeats, the input may crash workers."
+)
 
+# Returned by the transitions that write events: without a webhook, the event statements are skipped.
+HAS_WEBHOOK = Prediction.webhook.is_not(None)
 # Gateways waiting on predictions listen here; the payload is the id of a prediction that ended.
 ENDED_CHANNEL = "farm_ended"
 # Relay wake-up channel: NOTIFY is delivered at commit, so the relay never sees uncommitted jobs.
@@ -39,6 +49,7 @@ def create_prediction(
     deadline: datetime | None = None,
     prediction_id: str | None = None,
     image_key: str | None = None,
+    webhook: WebhookTarget | None = None,
 ) -> Prediction:
     """Record a new prediction and its outbox message in the caller's transaction.
 
@@ -58,13 +69,23 @@ def create_prediction(
         deadline=deadline,
         image_key=image_key,
         logs="",
+        webhook=None if webhook is None else webhook.url,
+        webhook_events_filter=None if webhook is None else list(webhook.events),
+        webhook_format=None if webhook is None else webhook.format,
     )
     session.add(prediction)
     session.flush()  # before the outbox row (its foreign key); RETURNING fills created_at (eager_defaults)
-    session.add(OutboxMessage(prediction_id=prediction.id, task_name=TASK_RENDER, queue=spec.queue))
-    session.flush()
-    session.execute(select(func.pg_notify(OUTBOX_CHANNEL, prediction.id)))
+    enqueue(session, [(prediction.id, spec.queue)])
     return prediction
+
+
+def enqueue(session: Session, jobs: list[tuple[str, str]]) -> None:
+    """Outbox rows that publish these (prediction id, queue) pairs once the caller's transaction commits."""
+    if not jobs:
+        return
+    session.add_all(OutboxMessage(prediction_id=id_, task_name=TASK_RENDER, queue=queue) for id_, queue in jobs)
+    session.flush()
+    session.execute(select(func.pg_notify(OUTBOX_CHANNEL, jobs[0][0])))
 
 
 @dataclass(frozen=True)
@@ -79,7 +100,7 @@ def claim(session: Session, *, prediction_id: str, worker: str, lease_seconds: f
     """starting → processing, taking the next attempt. None when another execution owns it, it is
     finished or canceled, or its attempts are used up."""
     now = datetime.now(UTC)
-    attempt = session.scalar(
+    claimed = session.execute(
         update(Prediction)
         .where(
             Prediction.id == prediction_id,
@@ -94,20 +115,36 @@ def claim(session: Session, *, prediction_id: str, worker: str, lease_seconds: f
             started_at=func.coalesce(Prediction.started_at, now),
             lease_expires_at=now + timedelta(seconds=lease_seconds),
         )
-        .returning(Prediction.attempt)
-    )
-    return None if attempt is None else Claim(prediction_id, attempt)
+        .returning(Prediction.attempt, HAS_WEBHOOK)
+    ).first()
+    if claimed is None:
+        return None
+    attempt, has_webhook = claimed
+    if attempt == 1 and has_webhook:  # a retried attempt is not a new start
+        record_events(session, [prediction_id], "start", terminal=False)
+    return Claim(prediction_id, attempt)
 
 
-def _notify_ended(session: Session, prediction_ids: list[str]) -> None:
-    """Tell gateways waiting on these predictions (``Prefer: wait``) that they ended; delivered at commit."""
+def _ended(session: Session, prediction_ids: list[str], *, with_output: bool = False, has_webhook: bool = True) -> None:
+    """Side effects of reaching a terminal state, in the same transaction: the ``completed`` webhook
+    event (after ``output`` when there are outputs), and a wake-up for gateways waiting on these
+    predictions (``Prefer: wait``), delivered at commit. ``has_webhook`` False (known from the row just
+    written) spares the event statements; otherwise ``record_events`` picks the predictions with one."""
+    if has_webhook:
+        if with_output:
+            record_events(session, prediction_ids, "output", terminal=True)
+        record_events(session, prediction_ids, "completed", terminal=True)
     for prediction_id in prediction_ids:
         session.execute(select(func.pg_notify(ENDED_CHANNEL, prediction_id)))
 
 
 def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bool:
-    """processing → terminal for the claim's attempt. False when the claim was lost."""
-    finished = session.scalar(
+    """processing → terminal for the claim's attempt. False when the claim was lost.
+
+    Also True when the row already holds this attempt's ``status``: a retry after an ambiguous commit
+    (committed, but the answer lost with the connection) recognises its own finish and writes nothing.
+    """
+    finished = session.execute(
         update(Prediction)
         .where(
             Prediction.id == claim.prediction_id,
@@ -115,11 +152,15 @@ def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bo
             Prediction.attempt == claim.attempt,
         )
         .values(status=status, completed_at=datetime.now(UTC), lease_expires_at=None, **values)
-        .returning(Prediction.id)
-    )
+        .returning(HAS_WEBHOOK)
+    ).first()
     if finished is not None:
-        _notify_ended(session, [claim.prediction_id])
-    return finished is not None
+        _ended(session, [claim.prediction_id], with_output=status is Status.SUCCEEDED, has_webhook=finished[0])
+        return True
+    now = session.execute(
+        select(Prediction.status, Prediction.attempt).where(Prediction.id == claim.prediction_id)
+    ).first()
+    return now is not None and tuple(now) == (status, claim.attempt)
 
 
 def succeed(
@@ -128,10 +169,7 @@ def succeed(
     *,
     output_keys: list[str],
     predict_time: float,
-    gpu_seconds: float,
-    gpu_class: str,
-    cost_usd: float,
-    price_usd: float,
+    cost: RunCost,
     logs: str,
     has_nsfw_concepts: list[bool] | None = None,
     progress: tuple[int, int] | None = None,
@@ -146,25 +184,53 @@ def succeed(
         Status.SUCCEEDED,
         output_keys=output_keys,
         predict_time=predict_time,
-        gpu_seconds=gpu_seconds,
-        gpu_class=gpu_class,
-        cost_usd=cost_usd,
-        price_usd=price_usd,
         logs=logs,
         has_nsfw_concepts=null() if has_nsfw_concepts is None else has_nsfw_concepts,
         progress_step=step,
         progress_total=total,
+        **cost.columns(),
     )
 
 
-def fail(session: Session, claim: Claim, *, error: str, predict_time: float | None = None, logs: str = "") -> bool:
-    """End the attempt ``failed`` with a readable error."""
-    return _finish(session, claim, Status.FAILED, error=error, predict_time=predict_time, logs=logs)
+def fail(
+    session: Session,
+    claim: Claim,
+    *,
+    error: str,
+    predict_time: float | None = None,
+    logs: str = "",
+    cost: RunCost | None = None,
+) -> bool:
+    """End the attempt ``failed`` with a readable error (and the GPU time it held, when known)."""
+    usage = cost.columns() if cost is not None else {}
+    return _finish(session, claim, Status.FAILED, error=error, predict_time=predict_time, logs=logs, **usage)
 
 
-def cancel_running(session: Session, claim: Claim, *, predict_time: float | None, logs: str) -> bool:
+def cancel_running(
+    session: Session, claim: Claim, *, predict_time: float | None, logs: str, cost: RunCost | None = None
+) -> bool:
     """End a running attempt ``canceled`` after the worker saw the cancel request."""
-    return _finish(session, claim, Status.CANCELED, predict_time=predict_time, logs=logs)
+    usage = cost.columns() if cost is not None else {}
+    return _finish(session, claim, Status.CANCELED, predict_time=predict_time, logs=logs, **usage)
+
+
+def fail_killed_run(session: Session, *, prediction_id: str, worker: str, error: str) -> bool:
+    """End ``failed`` a run whose worker process was killed (its hard time limit) while it held the claim.
+    The killed process has no claim object to fence with; its worker name does: a row the reaper requeued
+    and another worker claimed names that worker, and is left alone."""
+    failed = session.scalar(
+        update(Prediction)
+        .where(
+            Prediction.id == prediction_id,
+            Prediction.status == Status.PROCESSING,
+            Prediction.worker == worker,
+        )
+        .values(status=Status.FAILED, completed_at=datetime.now(UTC), lease_expires_at=None, error=error)
+        .returning(Prediction.id)
+    )
+    if failed is not None:
+        _ended(session, [prediction_id])
+    return failed is not None
 
 
 def request_cancel(session: Session, *, prediction_id: str) -> None:
@@ -177,7 +243,7 @@ def request_cancel(session: Session, *, prediction_id: str) -> None:
         .values(status=Status.CANCELED, completed_at=now)
         .returning(Prediction.id)
     ).scalars()
-    _notify_ended(session, list(canceled))
+    _ended(session, list(canceled))
     session.execute(
         update(Prediction)
         .where(
@@ -207,11 +273,13 @@ def heartbeat(session: Session, claim: Claim, *, lease_seconds: float, logs: str
             progress_step=step,
             progress_total=total,
         )
-        .returning(Prediction.cancel_requested_at, Prediction.deadline)
+        .returning(Prediction.cancel_requested_at, Prediction.deadline, HAS_WEBHOOK)
     ).first()
     if row is None:
         return None
-    cancel_requested_at, deadline = row
+    cancel_requested_at, deadline, has_webhook = row
+    if has_webhook:
+        record_events(session, [claim.prediction_id], "logs", terminal=False)
     return cancel_requested_at is not None or (deadline is not None and deadline <= now)
 
 
@@ -229,7 +297,7 @@ def expire_deadlines(session: Session) -> int:
         .scalars()
         .all()
     )
-    _notify_ended(session, list(canceled))
+    _ended(session, list(canceled))
     session.execute(
         update(Prediction)
         .where(
@@ -240,3 +308,60 @@ def expire_deadlines(session: Session) -> int:
         .values(cancel_requested_at=now)
     )
     return len(canceled)
+
+
+def reap_expired_leases(session: Session) -> tuple[list[str], list[str]]:
+    """Predictions whose worker stopped renewing its lease (killed, hung, cut off): back to ``starting``
+    with a new outbox message while attempts remain, else ``failed`` (a job that kills its worker every
+    time ends). A running one whose cancel was requested ends ``canceled``. Returns (requeued, ended).
+
+    Compare-and-set on the expired lease: a heartbeat that renewed it first wins, and the old worker's
+    later writes fail on the fencing token.
+    """
+    now = datetime.now(UTC)
+    expired = (Prediction.status == Status.PROCESSING, Prediction.lease_expires_at < now)
+    canceled = session.execute(
+        update(Prediction)
+        .where(*expired, Prediction.cancel_requested_at.is_not(None))
+        .values(status=Status.CANCELED, completed_at=now, lease_expires_at=None)
+        .returning(Prediction.id)
+    ).scalars()
+    given_up = session.execute(
+        update(Prediction)
+        .where(*expired, Prediction.attempt >= Prediction.max_attempts)
+        .values(
+            status=Status.FAILED,
+            completed_at=now,
+            lease_expires_at=None,
+            error=func.replace(LEASE_EXPIRED_ERROR, "{attempts}", func.cast(Prediction.attempt, String)),
+        )
+        .returning(Prediction.id)
+    ).scalars()
+    ended = [*canceled, *given_up]
+    _ended(session, ended)
+    requeued = session.execute(
+        update(Prediction)
+        .where(*expired)
+        .values(status=Status.STARTING, worker=None, lease_expires_at=None)
+        .returning(Prediction.id, Prediction.model)
+    ).all()
+    enqueue(session, [(prediction_id, queue_of(model)) for prediction_id, model in requeued])
+    return [prediction_id for prediction_id, _ in requeued], ended
+
+
+def republish(session: Session, prediction_ids: list[str]) -> list[str]:
+    """New outbox messages for predictions still ``starting`` (their message was lost, e.g. with Redis's
+    data); a duplicate is harmless, its claim fails. Returns the ids republished."""
+    rows = session.execute(
+        select(Prediction.id, Prediction.model).where(
+            Prediction.id.in_(prediction_ids), Prediction.status == Status.STARTING
+        )
+    ).all()
+    enqueue(session, [(prediction_id, queue_of(model)) for prediction_id, model in rows])
+    return [prediction_id for prediction_id, _ in rows]
+
+
+def queue_of(model: str) -> str:
+    spec = find_model(model)
+    assert spec is not None, f"no model {model} in the catalog"
+    return spec.queue

@@ -80,9 +80,9 @@ def _own_reason(address: IPAddress) -> str | None:
         ("loopback", address.is_loopback),
         ("unspecified", address.is_unspecified),
         ("link-local", address.is_link_local),
-        ("private", address.is_private),
         ("multicast", address.is_multicast),
-        ("reserved", address.is_reserved),
+        ("reserved", address.is_reserved),  # before private, which also covers 240.0.0.0/4
+        ("private", address.is_private),
     ):
         if hit:
             return f"a {name} address"

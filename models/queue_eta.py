@@ -23,8 +23,9 @@ class QueueStanding:
 
 
 def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
-    """The standing of a ``starting`` prediction."""
-    ahead = session.scalar(
+    """The standing of a ``starting`` prediction, in one round trip: the jobs ahead of it, the mean
+    GPU-seconds of the model's recent runs, and the workers busy with the model now."""
+    ahead = (
         select(func.count())
         .select_from(Prediction)
         .where(
@@ -40,17 +41,21 @@ def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
         .limit(THROUGHPUT_SAMPLE)
         .subquery()
     )
-    seconds_per_job = session.scalar(select(func.avg(recent.c.gpu_seconds)))
-    workers = session.scalar(
-        select(func.count(func.distinct(Prediction.worker))).where(
-            Prediction.status == Status.PROCESSING,
-            Prediction.model == prediction.model,
-            Prediction.lease_expires_at > datetime.now(UTC),
-        )
+    busy = select(func.count(func.distinct(Prediction.worker))).where(
+        Prediction.status == Status.PROCESSING,
+        Prediction.model == prediction.model,
+        Prediction.lease_expires_at > datetime.now(UTC),
     )
-    position = int(ahead or 0)
+    position, seconds_per_job, workers = session.execute(
+        select(
+            ahead.scalar_subquery(),
+            select(func.avg(recent.c.gpu_seconds)).scalar_subquery(),
+            busy.scalar_subquery(),
+        )
+    ).one()
+    position, workers = int(position or 0), int(workers or 0)
     if seconds_per_job is None:
         return QueueStanding(position, None)
     # Jobs ahead, plus the ones running now, shared by the workers seen busy (at least one).
-    eta = (position + int(workers or 0)) * float(seconds_per_job) / max(int(workers or 0), 1)
+    eta = (position + workers) * float(seconds_per_job) / max(workers, 1)
     return QueueStanding(position, round(eta, 3))

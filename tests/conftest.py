@@ -13,7 +13,7 @@ from moto.server import ThreadedMotoServer
 from models.db import session_scope
 from models.keys import create_api_key
 from tests import services
-from tests.farm import Farm, running_farm
+from tests.farm import UNLIMITED, Farm, running_farm
 from tests.services import TEST_REDIS_DB, alembic, free_port, scratch_database
 
 S3_BUCKET = "farm-test-outputs"
@@ -78,8 +78,12 @@ def isolated_farm(
     *,
     relay: bool = True,
     worker: bool = True,
+    workers: int = 1,
+    settings_env: dict[str, str] | None = None,
 ) -> Iterator[Farm]:
-    """A farm with its own database and Redis database, so its worker never takes another farm's jobs."""
+    """A farm with its own database and Redis database, so its worker never takes another farm's jobs.
+
+    ``settings_env`` adds or overrides FARM_* settings (e.g. another model preset)."""
     with scratch_database(postgres_server) as database_url:
         alembic(database_url, "upgrade", "head")
         broker_url = f"{redis_server}/{redis_db}"
@@ -92,9 +96,18 @@ def isolated_farm(
             "FARM_STORAGE_URL": storage_url,
             "FARM_MODEL_PRESET": "tiny",
             "FARM_RELAY_POLL_SECONDS": "0.2",
+            # Many tests share one key; the limits' own tests give their keys limits of their own.
+            **UNLIMITED,
+            **(settings_env or {}),
         }
         with running_farm(
-            settings_env=env, key=keys[0], other_key=keys[1], logs=root / "logs", relay=relay, worker=worker
+            settings_env=env,
+            key=keys[0],
+            other_key=keys[1],
+            logs=root / "logs",
+            relay=relay,
+            worker=worker,
+            workers=workers,
         ) as running:
             yield running
 

@@ -1,5 +1,7 @@
-"""The farm as real processes for end-to-end tests: gateway (uvicorn), outbox relay, Celery worker."""
+"""The farm as real processes for end-to-end tests: gateway (uvicorn), outbox relay, webhook dispatcher,
+Celery worker."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from models.catalog import SD35_MEDIUM
+from models.queue import worker_arguments
 from tests.services import REPO_ROOT, free_port
 
 BIN = Path(sys.executable).parent
@@ -19,6 +23,14 @@ START_TIMEOUT_S = 60
 # Long enough for a tiny-preset job on a loaded 2-core machine; a hang still fails the test.
 JOB_TIMEOUT_S = 120
 TERMINAL = ("succeeded", "failed", "canceled")
+DISPATCHER_ARGV = [sys.executable, "-m", "api.webhook_dispatcher"]
+# Per-key limits out of the way, for test farms whose tests share one key and for benchmarks (the limits
+# are still counted, so their cost is measured).
+UNLIMITED = {
+    "FARM_CREATE_RATE_LIMIT_PER_MINUTE": "1000000",
+    "FARM_READ_RATE_LIMIT_PER_MINUTE": "1000000",
+    "FARM_MAX_UNFINISHED_PER_KEY": "1000000",
+}
 
 
 @dataclass
@@ -34,10 +46,10 @@ class Farm:
         headers = {"Authorization": f"Bearer {key or self.key}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
-    def wait(self, prediction_id: str, statuses: tuple[str, ...] = TERMINAL) -> dict[str, Any]:
+    def wait(self, prediction_id: str, statuses: tuple[str, ...] = TERMINAL, key: str | None = None) -> dict[str, Any]:
         """Poll until the prediction reaches one of ``statuses``; fail with the worker log on timeout."""
         deadline = time.monotonic() + JOB_TIMEOUT_S
-        with self.client() as client:
+        with self.client(key) as client:
             while time.monotonic() < deadline:
                 body: dict[str, Any] = client.get(f"/v1/predictions/{prediction_id}").json()
                 if body["status"] in statuses:
@@ -80,6 +92,19 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop them together: all get SIGTERM at once, so the workers' warm shutdowns (seconds each) overlap."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.terminate()
+    for process in running:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextmanager
 def running_farm(
     *,
@@ -89,8 +114,13 @@ def running_farm(
     logs: Path,
     relay: bool = True,
     worker: bool = True,
+    workers: int = 1,
 ) -> Iterator[Farm]:
-    """Start the gateway (and relay and worker unless disabled); stop them all on exit."""
+    """Start the gateway (and relay with the webhook dispatcher, and worker, unless disabled); stop them all on
+    exit.
+
+    ``workers`` worker processes (each prefork ``-c 1``, as one per GPU) are named ``worker``, ``worker-2``…
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **settings_env, "FARM_PUBLIC_URL": url, "PYTHONUNBUFFERED": "1"}
@@ -100,27 +130,32 @@ def running_farm(
         commands = {"gateway": [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]}
         if relay:
             commands["relay"] = [sys.executable, "-m", "api.relay"]
-        if worker:
-            commands["worker"] = [
+            commands["webhooks"] = DISPATCHER_ARGV
+        for index in range(1, workers + 1 if worker else 1):
+            commands["worker" if index == 1 else f"worker-{index}"] = [
                 str(BIN / "celery"),
-                "-A",
-                "worker.app",
-                "worker",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "1",
-                "--queues",
-                "sd35-medium",
-                "--hostname",
-                f"test-{port}@%h",
-                "--loglevel",
-                "INFO",
+                *worker_arguments(queue=SD35_MEDIUM.queue, hostname=f"test-{port}-{index}@%h"),
                 "--without-gossip",
                 "--without-mingle",
             ]
         for name, argv in commands.items():
             farm.processes[name] = spawn(name, argv, env, logs)
-            stack.callback(stop, farm.processes[name])
+        # Stops whatever runs under each name at exit, also a process a test restarted.
+        stack.callback(lambda: stop_all(list(farm.processes.values())))
         wait_healthy(url, farm.processes["gateway"])
         yield farm
+
+
+@contextmanager
+def extra_gateway(farm: Farm, settings_env: dict[str, str], name: str) -> Iterator[Farm]:
+    """Another gateway process in front of ``farm``'s database and broker, with some settings changed."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**farm.env, **settings_env, "FARM_PUBLIC_URL": url}
+    argv = [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    process = spawn(name, argv, env, farm.logs)
+    try:
+        wait_healthy(url, process)
+        yield dataclasses.replace(farm, url=url, env=env, processes={"gateway": process})
+    finally:
+        stop(process)

@@ -78,10 +78,17 @@ def recording_server(
         httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
         scheme = "https"
     placeholder.url, placeholder.port = f"{scheme}://{host}:{bound_port}", int(bound_port)
+    with serving(httpd):
+        yield placeholder
+
+
+@contextmanager
+def serving(httpd: ThreadingHTTPServer) -> Iterator[None]:
+    """Run ``httpd`` on a thread for the duration of the block."""
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
-        yield placeholder
+        yield
     finally:
         httpd.shutdown()
         httpd.server_close()

@@ -11,20 +11,23 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
+from sqlalchemy.orm import Session
 
 from models import lifecycle
 from models.catalog import find_model
-from models.cost import gpu_cost_usd, price_usd
+from models.cost import RunCost
 from models.db import session_scope
 from models.inputs import RenderRequest
 from models.settings import Settings
 from models.status import Status
 from models.storage import CONTENT_TYPES, Storage, output_key
 from models.tables import Prediction
+from worker.db_retry import CONNECTION_ERRORS, DatabaseUnavailable, first_line, retrying
 from worker.encode import encode_image
 from worker.pipelines import Predictor
 from worker.progress import ProgressLog
@@ -50,8 +53,13 @@ class ClaimLost(Exception):
     """Another execution owns the prediction now (lease expired and reclaimed)."""
 
 
-def worker_name(settings: Settings) -> str:
-    return settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+def worker_name(settings: Settings, pid: int | None = None) -> str:
+    """The name claims record: of this process, or of the pool child ``pid`` (the parent names a killed child)."""
+    return settings.worker_name or f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
+# What a prediction stopped by the soft time limit says.
+SOFT_TIME_LIMIT_ERROR = "Prediction took longer than {seconds:g} s, the worker's time limit, and was stopped."
 
 
 def run_prediction(
@@ -68,14 +76,21 @@ def run_prediction(
     db = settings.database_url
 
     # 1. Claim the next attempt (0 rows: finished, canceled, owned elsewhere, or out of attempts).
-    with session_scope(db) as session:
+    def take(session: Session) -> tuple[lifecycle.Claim | None, Prediction | None]:
         claim = lifecycle.claim(
             session,
             prediction_id=prediction_id,
             worker=worker_name(settings),
             lease_seconds=settings.lease_seconds,
         )
-        prediction = session.get(Prediction, prediction_id) if claim else None
+        return claim, session.get(Prediction, prediction_id) if claim else None
+
+    try:
+        claim, prediction = retrying(db, f"claim {prediction_id}", take)
+    except DatabaseUnavailable:
+        # Still starting (the reconciler publishes it again), or claimed by a lost commit (the reaper requeues it).
+        log.exception("prediction %s: cannot claim it; dropping this delivery", prediction_id)
+        return None
     if claim is None or prediction is None:
         log.info("prediction %s not claimable; skipping this delivery", prediction_id)
         return None
@@ -119,10 +134,18 @@ def run_prediction(
             if now - last_beat < settings.heartbeat_seconds:
                 return
             last_beat = now
-            with session_scope(db) as beat:
-                canceled = lifecycle.heartbeat(
-                    beat, claim, lease_seconds=settings.lease_seconds, logs=progress.text(), step=step, total=total
+            try:
+                with session_scope(db) as beat:
+                    canceled = lifecycle.heartbeat(
+                        beat, claim, lease_seconds=settings.lease_seconds, logs=progress.text(), step=step, total=total
+                    )
+            except CONNECTION_ERRORS as error:
+                # Postgres away: keep denoising. A later beat renews the lease unless the reaper took the
+                # prediction meanwhile (then that beat, or the finalize, finds the claim lost).
+                log.warning(
+                    "prediction %s: heartbeat skipped, database unreachable (%s)", prediction_id, first_line(error)
                 )
+                return
             if canceled is None:
                 raise ClaimLost(prediction_id)
             if canceled:
@@ -150,34 +173,58 @@ def run_prediction(
 
         # 5. Finalize with metrics and cost; the GPU was held from claim to here.
         gpu_seconds = time.perf_counter() - started
-        with session_scope(db) as session:
-            won = lifecycle.succeed(
+        charged = spec.pricing.price_usd(
+            width=request.width, height=request.height, num_images=len(keys), gpu_seconds=gpu_seconds
+        )
+        cost = run_cost(settings, predictor, gpu_seconds, price_usd=charged)
+        predict_seconds = round(predict_time, 6)
+        won = _finalize(
+            db,
+            claim,
+            lambda session: lifecycle.succeed(
                 session,
                 claim,
                 output_keys=keys,
-                predict_time=round(predict_time, 6),
-                gpu_seconds=round(gpu_seconds, 6),
-                gpu_class=settings.gpu_class or predictor.gpu_class,
-                cost_usd=gpu_cost_usd(gpu_seconds, settings.gpu_hourly_usd),
-                price_usd=price_usd(spec.price_per_megapixel_usd, request.width, request.height, len(keys)),
+                predict_time=predict_seconds,
+                cost=cost,
                 logs=progress.text(),
                 has_nsfw_concepts=has_nsfw_concepts,
                 progress=progress.last,
-            )
+            ),
+        )
         return Status.SUCCEEDED if won else None
     except CancelRequested:
-        with session_scope(db) as session:
-            lifecycle.cancel_running(session, claim, predict_time=predict_time, logs=progress.text())
+        cost = run_cost(settings, predictor, time.perf_counter() - started)
+        canceled = _finalize(
+            db,
+            claim,
+            lambda session: lifecycle.cancel_running(
+                session, claim, predict_time=predict_time, logs=progress.text(), cost=cost
+            ),
+        )
         log.info("prediction %s canceled", prediction_id)
-        return Status.CANCELED
+        return Status.CANCELED if canceled else None
     except ClaimLost:
         log.warning("prediction %s: claim of attempt %d lost; discarding this run", prediction_id, claim.attempt)
         return None
     except SoftTimeLimitExceeded:
-        return _fail(db, claim, "Prediction exceeded the worker's time limit.", predict_time, progress)
+        cost = run_cost(settings, predictor, time.perf_counter() - started)
+        error = SOFT_TIME_LIMIT_ERROR.format(seconds=settings.task_soft_time_limit_seconds)
+        return _fail(db, claim, error, predict_time, progress, cost)
     except Exception as error:  # any failure inside the farm ends the prediction, not the worker
         log.error("prediction %s failed:\n%s", prediction_id, traceback.format_exc())
-        return _fail(db, claim, f"{error.__class__.__name__}: {error}", predict_time, progress)
+        cost = run_cost(settings, predictor, time.perf_counter() - started)
+        return _fail(db, claim, f"{error.__class__.__name__}: {error}", predict_time, progress, cost)
+
+
+def run_cost(settings: Settings, predictor: Predictor, gpu_seconds: float, *, price_usd: float = 0.0) -> RunCost:
+    """The run's GPU time at this worker's price; failed and canceled runs are not charged (price 0)."""
+    return RunCost.of_run(
+        gpu_seconds=gpu_seconds,
+        gpu_class=settings.gpu_class or predictor.gpu_class,
+        gpu_hourly_usd=settings.gpu_hourly_usd,
+        price_usd=price_usd,
+    )
 
 
 def _safety_note(has_nsfw_concepts: list[bool]) -> str:
@@ -191,8 +238,23 @@ def _safety_note(has_nsfw_concepts: list[bool]) -> str:
 
 
 def _fail(
-    db: str, claim: lifecycle.Claim, error: str, predict_time: float | None, progress: ProgressLog
+    db: str, claim: lifecycle.Claim, error: str, predict_time: float | None, progress: ProgressLog, cost: RunCost
 ) -> Status | None:
-    with session_scope(db) as session:
-        failed = lifecycle.fail(session, claim, error=error, predict_time=predict_time, logs=progress.text())
+    failed = _finalize(
+        db,
+        claim,
+        lambda session: lifecycle.fail(
+            session, claim, error=error, predict_time=predict_time, logs=progress.text(), cost=cost
+        ),
+    )
     return Status.FAILED if failed else None
+
+
+def _finalize(db: str, claim: lifecycle.Claim, finish: Callable[[Session], bool]) -> bool:
+    """Run a finishing compare-and-set, riding out a short Postgres outage; False when the claim was lost or
+    Postgres stayed away (then the lease runs out and the reaper requeues or fails the prediction)."""
+    try:
+        return retrying(db, f"finish {claim.prediction_id} attempt {claim.attempt}", finish)
+    except DatabaseUnavailable:
+        log.exception("prediction %s: cannot record the end of attempt %d", claim.prediction_id, claim.attempt)
+        return False

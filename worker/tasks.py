@@ -6,19 +6,20 @@ from celery.exceptions import Reject
 
 from models.queue import TASK_RENDER
 from models.settings import get_settings
-from models.storage import Storage, storage_from_url
+from models.storage import Storage, storage_from_settings
 from worker.app import app
+from worker.hard_time_limit import RenderRequest
 from worker.runner import run_prediction
 from worker.warm import get_predictor, get_safety_checker
 
 
 @lru_cache
 def get_storage() -> Storage:
-    settings = get_settings()
-    return storage_from_url(settings.storage_url, settings.public_url)
+    return storage_from_settings(get_settings())
 
 
-@app.task(name=TASK_RENDER)
+# RenderRequest: the worker's parent fails the prediction when the hard time limit kills the child.
+@app.task(name=TASK_RENDER, Request=RenderRequest)
 def render(prediction_id: str) -> None:
     """Run one prediction by id (the row is re-read; a duplicate delivery is a no-op)."""
     try:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from models.settings import get_settings
 from worker.pipelines import Predictor, load_predictor
+from worker.pipelines.simulated import SimulatedFaults
 
 if TYPE_CHECKING:  # worker.safety imports torch, which only the pool child may load
     from worker.safety import SafetyChecker
@@ -22,7 +23,13 @@ def get_predictor() -> Predictor:
     if _predictor is None:
         settings = get_settings()
         started = time.perf_counter()
-        _predictor = load_predictor(settings.model_preset, settings.model_path)
+        faults = SimulatedFaults(settings.simulated_crash_marker, settings.simulated_ignore_soft_limit_marker)
+        _predictor = load_predictor(
+            settings.model_preset,
+            settings.model_path,
+            simulated_seconds=settings.simulated_seconds,
+            simulated_faults=faults,
+        )
         log.info("loaded %s on %s in %.1f s", _predictor.build, _predictor.gpu_class, time.perf_counter() - started)
     return _predictor
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.compat.errors import Problem
+from api.openapi_errors import ErrorShapes
 from models.status import Status
 from models.storage import Storage
 from models.tables import Prediction
@@ -27,13 +28,24 @@ STATUSES = {
 class EachlabsCreate(BaseModel):
     """Body of ``POST /v1/prediction/``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # `input` takes numbers as strings on its own
 
-    model: str = Field(description="Model slug, e.g. stable-diffusion-3.5-medium.")
+    model: str = Field(
+        description="Model slug, e.g. stable-diffusion-3.5-medium.", examples=["stable-diffusion-3.5-medium"]
+    )
     version: str | None = Field(default=None, description="Ignored, as Eachlabs ignores it.")
-    input: dict[str, Any] = Field(description="The model's inputs; numbers may be strings.")
-    webhook_url: str | None = Field(default=None, description="Not available yet: leave it out or empty.")
-    webhook_secret: str | None = Field(default=None, description="Ignored.")
+    input: dict[str, Any] = Field(
+        description="The model's inputs; numbers may be strings.",
+        examples=[{"prompt": "a red fox in snow", "aspect_ratio": "16:9", "steps": "28"}],
+    )
+    webhook_url: str | None = Field(
+        default=None, description="URL to POST the prediction (as GET returns it) to when it ends."
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="Ignored: webhooks are signed with the key's secret (Standard Webhooks, "
+        "GET /v1/webhooks/default/secret).",
+    )
 
 
 def prediction_body(prediction: Prediction, storage: Storage, public_url: str) -> dict[str, Any]:
@@ -50,6 +62,14 @@ def prediction_body(prediction: Prediction, storage: Storage, public_url: str) -
         "metrics": {"predict_time": prediction.predict_time, "cost": prediction.price_usd},
         "urls": {"get": base, "cancel": f"{base}/cancel"},
     }
+
+
+class EachlabsError(BaseModel):
+    error: str = Field(description="What went wrong, in Eachlabs' words.")
+    detail: str | None = Field(default=None, description="With bad input or keys: the field and the fix.")
+
+
+ERROR_SHAPES = ErrorShapes(default=EachlabsError, renamed={422: 400})
 
 
 def render_error(problem: Problem) -> JSONResponse:

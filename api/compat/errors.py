@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import InputError, describe_errors, summarize
+from api.openapi_errors import ErrorShapes
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,13 @@ class Problem:
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
-def door_route(render: Callable[[Problem], Response]) -> type[APIRoute]:
-    """An ``APIRoute`` class whose native errors are answered by ``render`` (only on that door's routes)."""
+def door_route(render: Callable[[Problem], Response], shapes: ErrorShapes) -> type[APIRoute]:
+    """An ``APIRoute`` class whose native errors are answered by ``render`` (only on that door's routes), in the
+    ``shapes`` its OpenAPI responses document."""
 
     class DoorRoute(APIRoute):
+        error_shapes = shapes
+
         def get_route_handler(self) -> Handler:
             handler = super().get_route_handler()
 

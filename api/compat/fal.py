@@ -12,9 +12,11 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 from PIL import Image
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.compat.errors import Problem
+from api.openapi_errors import ErrorShapes
 from api.presenter import iso
 from api.waiting import MAX_SYNC_WAIT_S, load_prediction, wait_until_terminal
 from models.catalog import ModelSpec
@@ -126,6 +128,24 @@ def unfinished_result(prediction: Prediction) -> JSONResponse:
     return JSONResponse(status_code=400, content={"detail": "Request is still in progress"})
 
 
+class FalError(BaseModel):
+    detail: str
+
+
+class FalFieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any = None
+
+
+class FalValidationError(BaseModel):
+    detail: list[FalFieldError]
+
+
+ERROR_SHAPES = ErrorShapes(default=FalError, by_status={422: FalValidationError})
+
+
 def render_error(problem: Problem) -> JSONResponse:
     """fal's apps answer like FastAPI: 422 ``{"detail": [{loc, msg, type}]}`` for bad input, else ``{"detail"}``."""
     if problem.status == 422:
@@ -156,3 +176,13 @@ async def finish_run(settings: Settings, storage: Storage, spec: ModelSpec, pred
         detail = f"Request {prediction.id} did not finish within {MAX_SYNC_WAIT_S:.0f} s; it goes on in the queue."
         return JSONResponse(status_code=504, content={"detail": detail}, headers={"x-fal-request-id": prediction.id})
     return unfinished_result(prediction)
+
+
+def webhook_body(spec: ModelSpec, prediction: Prediction, storage: Storage) -> dict[str, Any]:
+    """What fal posts to ``fal_webhook`` when a request ends: status OK with the result as ``payload``, or
+    ERROR with the error (fal's ``"Invalid status code: …"`` has no equivalent; the farm's message is sent)."""
+    ids = {"request_id": prediction.id, "gateway_request_id": prediction.id}
+    if prediction.status == Status.SUCCEEDED:
+        return {**ids, "status": "OK", "payload": result_body(spec, prediction, storage), "error": None}
+    error = prediction.error or "Request was canceled."
+    return {**ids, "status": "ERROR", "payload": {"detail": error}, "error": error}

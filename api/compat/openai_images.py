@@ -7,13 +7,15 @@ multiples of 16; ``auto`` is 1024x1024.
 
 import base64
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from api.compat.errors import Problem
+from api.json_types import INTEGRAL_FLOATS, JsonInt
+from api.openapi_errors import ErrorShapes
 from api.waiting import MAX_SYNC_WAIT_S, load_prediction, wait_until_terminal
 from models.settings import Settings
 from models.status import Status
@@ -50,22 +52,28 @@ def map_size(size: str | None) -> tuple[int, int]:
 class ImageGeneration(BaseModel):
     """Body of ``POST /v1/images/generations``; OpenAI's other fields (quality, style, user, …) are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "n": "2" or "stream": 0 is refused, not coerced
 
-    prompt: str = Field(description="What the image should show.")
+    prompt: str = Field(description="What the image should show.", examples=["a red fox in snow"])
     model: str | None = Field(default=None, description="Any name; the farm renders SD3.5 Medium.")
-    n: int | None = Field(default=None, description=f"Images to make, 1–{MAX_IMAGES}.")
-    size: str | None = Field(default=None, description="auto or WIDTHxHEIGHT; mapped to the nearest supported size.")
+    n: JsonInt | None = Field(default=None, description=f"Images to make, 1–{MAX_IMAGES}.")
+    size: str | None = Field(
+        default=None,
+        description="auto or WIDTHxHEIGHT; mapped to the nearest supported size.",
+        examples=["1024x1024"],
+    )
     response_format: Literal["url", "b64_json"] | None = Field(
         default=None, description="url (default; b64_json for gpt-image models) or b64_json."
     )
     output_format: Literal["png", "jpeg", "webp"] | None = Field(default=None, description="Encoding; png default.")
-    output_compression: int | None = Field(default=None, ge=0, le=100, description="Quality of jpeg/webp, 0–100.")
+    output_compression: Annotated[int, Field(ge=0, le=100), INTEGRAL_FLOATS] | None = Field(
+        default=None, description="Quality of jpeg/webp, 0–100."
+    )
     stream: bool | None = Field(default=None, description="Streaming is not available: false or absent.")
     # Farm extras, for clients that send them through ``extra_body``.
-    seed: int | None = None
+    seed: JsonInt | None = None
     negative_prompt: str | None = None
-    steps: int | None = None
+    steps: JsonInt | None = None
     cfg: float | None = None
 
     @field_validator("n")
@@ -147,6 +155,20 @@ def unfinished_response(prediction: Prediction, public_url: str, waited_s: float
         return JSONResponse(status_code=500, content=body, headers=headers)
     message = f"The images were not ready within {waited_s:.0f} s; the generation goes on: poll {native}."
     return JSONResponse(status_code=504, content=error_body(message, kind="timeout", code="timeout"), headers=headers)
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    error: OpenAIErrorDetail
+
+
+ERROR_SHAPES = ErrorShapes(default=OpenAIError, renamed={422: 400})
 
 
 def render_error(problem: Problem) -> JSONResponse:

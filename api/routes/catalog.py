@@ -42,7 +42,7 @@ def model_public(spec: ModelSpec) -> dict[str, Any]:
         "description": spec.description,
         "visibility": "public",
         "run_count": None,
-        "pricing": {"price_per_megapixel_usd": spec.price_per_megapixel_usd},
+        "pricing": spec.pricing.public(),
         "latest_version": version_public(spec),
     }
 

@@ -6,38 +6,59 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from api.compat.eachlabs import EachlabsCreate, prediction_body, render_error
+from api.compat.eachlabs import ERROR_SHAPES, EachlabsCreate, EachlabsError, prediction_body, render_error
 from api.compat.errors import door_route
-from api.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
-from api.errors import InputError
+from api.deps import CurrentKey, IdempotencyKeyHeader, SessionDep, SettingsDep, StorageDep
+from api.openapi_errors import SPEND_CAP_REACHED, answers
 from api.submit import submit_prediction
+from api.webhook_target import accept_webhook
 from models.catalog import find_model
+from models.ids import could_be_id
 from models.lifecycle import request_cancel
 from models.status import Status
 from models.tables import ApiKey, Prediction
+from models.webhooks import WebhookFormat
 
-router = APIRouter(prefix="/v1/prediction", tags=["eachlabs"], route_class=door_route(render_error))
+router = APIRouter(prefix="/v1/prediction", tags=["eachlabs"], route_class=door_route(render_error, ERROR_SHAPES))
 
 
 def eachlabs_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction:
     """The caller's prediction; another key's ids are answered like unknown ones."""
-    prediction = session.get(Prediction, prediction_id)
+    prediction = session.get(Prediction, prediction_id) if could_be_id(prediction_id) else None
     if prediction is None or prediction.api_key_id != key.id:
         raise HTTPException(404, "Prediction not found")
     return prediction
 
 
-@router.post("/")
+@router.post("/", responses=answers(EachlabsError, {402: SPEND_CAP_REACHED, 404: "No such model."}))
 @router.post("", include_in_schema=False)
-def create(body: EachlabsCreate, session: SessionDep, key: CurrentKey, settings: SettingsDep) -> dict[str, Any]:
+def create(
+    body: EachlabsCreate,
+    session: SessionDep,
+    key: CurrentKey,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> dict[str, Any]:
     """Create a prediction; poll ``GET /v1/prediction/{predictionID}`` until success or error."""
     spec = find_model(body.model)
     if spec is None:
         raise HTTPException(404, "Model not found")
-    if body.webhook_url:
-        raise InputError.field("webhook_url", "webhooks are not available on this farm yet: poll instead", None)
+    webhook = accept_webhook(
+        session,
+        api_key_id=key.id,
+        settings=settings,
+        url=body.webhook_url,
+        fmt=WebhookFormat.EACHLABS,
+        field="webhook_url",
+    )
     prediction = submit_prediction(
-        session, key=key, spec=spec, raw_input=body.input, max_attempts=settings.max_attempts
+        session,
+        key=key,
+        spec=spec,
+        raw_input=body.input,
+        settings=settings,
+        webhook=webhook,
+        idempotency_key=idempotency_key,
     )
     return {"status": "success", "message": "Prediction created successfully", "predictionID": prediction.id}
 
@@ -50,7 +71,7 @@ def get(
     return prediction_body(eachlabs_prediction(session, key, prediction_id), storage, settings.public_url)
 
 
-@router.post("/{prediction_id}/cancel")
+@router.post("/{prediction_id}/cancel", responses=answers(EachlabsError, {400: "The prediction already finished."}))
 def cancel(prediction_id: str, session: SessionDep, key: CurrentKey) -> JSONResponse:
     """Cancel a queued or running prediction."""
     prediction = eachlabs_prediction(session, key, prediction_id)

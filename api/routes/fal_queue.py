@@ -6,13 +6,15 @@ Point ``FAL_QUEUE_RUN_HOST`` at the farm and ``FAL_RUN_HOST`` at the farm's ``/r
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.convertors import Convertor, register_url_convertor
 
 from api.compat.errors import door_route
 from api.compat.fal import (
+    ERROR_SHAPES,
+    FalError,
     fal_input,
     finish_run,
     render_error,
@@ -21,14 +23,18 @@ from api.compat.fal import (
     status_body,
     unfinished_result,
 )
-from api.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentKey, IdempotencyKeyHeader, SessionDep, SettingsDep, StorageDep
+from api.openapi_errors import SPEND_CAP_REACHED, answers
 from api.submit import submit_prediction
 from api.waiting import DeferredResponse
+from api.webhook_target import accept_webhook
 from models.catalog import ModelSpec, find_model
+from models.ids import could_be_id
 from models.lifecycle import request_cancel
 from models.queue_eta import queue_standing
 from models.status import Status
 from models.tables import ApiKey, Prediction
+from models.webhooks import WebhookFormat
 
 
 class FalOwner(Convertor[str]):
@@ -45,10 +51,18 @@ class FalOwner(Convertor[str]):
 
 register_url_convertor("fal_owner", FalOwner())
 
-router = APIRouter(tags=["fal"], route_class=door_route(render_error))
+router = APIRouter(tags=["fal"], route_class=door_route(render_error, ERROR_SHAPES))
+STILL_RUNNING_OR_CANCELED = "The request is still in progress, or was canceled."
+REQUEST_FAILED = "The request failed (error_type generation_failed)."
 APP = "/{owner:fal_owner}/{app}"
 REQUEST = APP + "/requests/{request_id}"
-Arguments = Annotated[dict[str, Any], Body(description="The app's input, e.g. {prompt, image_size, …}.")]
+Arguments = Annotated[
+    dict[str, Any],
+    Body(
+        description="The app's input, e.g. {prompt, image_size, …}.",
+        examples=[{"prompt": "a red fox in snow", "image_size": "landscape_16_9", "seed": 7}],
+    ),
+]
 
 
 def fal_app(owner: str, app: str) -> ModelSpec:
@@ -62,20 +76,36 @@ def fal_app(owner: str, app: str) -> ModelSpec:
 
 def fal_request(session: Session, key: ApiKey, spec: ModelSpec, request_id: str) -> Prediction:
     """The caller's request of this app; another key's ids are answered like unknown ones."""
-    prediction = session.get(Prediction, request_id)
+    prediction = session.get(Prediction, request_id) if could_be_id(request_id) else None
     if prediction is None or prediction.api_key_id != key.id or prediction.model != spec.ref:
         raise HTTPException(404, f"Request {request_id!r} not found.")
     return prediction
 
 
-@router.post(APP)
+@router.post(APP, responses=answers(FalError, {402: SPEND_CAP_REACHED}))
 def submit(
-    owner: str, app: str, arguments: Arguments, session: SessionDep, key: CurrentKey, settings: SettingsDep
+    owner: str,
+    app: str,
+    arguments: Arguments,
+    session: SessionDep,
+    key: CurrentKey,
+    settings: SettingsDep,
+    fal_webhook: Annotated[str | None, Query(description="URL to POST the result to when the request ends.")] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    """Queue a request; poll its status_url, then fetch its response_url."""
+    """Queue a request; poll its status_url, then fetch its response_url (or get it at ``fal_webhook``)."""
     spec = fal_app(owner, app)
+    webhook = accept_webhook(
+        session, api_key_id=key.id, settings=settings, url=fal_webhook, fmt=WebhookFormat.FAL, field="fal_webhook"
+    )
     prediction = submit_prediction(
-        session, key=key, spec=spec, raw_input=fal_input(arguments), max_attempts=settings.max_attempts
+        session,
+        key=key,
+        spec=spec,
+        raw_input=fal_input(arguments),
+        settings=settings,
+        webhook=webhook,
+        idempotency_key=idempotency_key,
     )
     position = queue_standing(session, prediction).position
     urls = request_urls(settings.public_url, f"{owner}/{app}", prediction.id)
@@ -100,7 +130,7 @@ def request_status(
     return JSONResponse(status_code=status_code, content=content)
 
 
-@router.get(REQUEST)
+@router.get(REQUEST, responses=answers(FalError, {400: STILL_RUNNING_OR_CANCELED, 500: REQUEST_FAILED}))
 def request_result(
     owner: str, app: str, request_id: str, session: SessionDep, key: CurrentKey, storage: StorageDep
 ) -> JSONResponse:
@@ -112,7 +142,7 @@ def request_result(
     return JSONResponse(content=result_body(spec, prediction, storage))
 
 
-@router.put(REQUEST + "/cancel")
+@router.put(REQUEST + "/cancel", responses=answers(FalError, {400: "ALREADY_COMPLETED: the request already ended."}))
 def cancel_request(owner: str, app: str, request_id: str, session: SessionDep, key: CurrentKey) -> JSONResponse:
     """202 CANCELLATION_REQUESTED while queued or running; 400 ALREADY_COMPLETED once finished."""
     prediction = fal_request(session, key, fal_app(owner, app), request_id)
@@ -124,7 +154,18 @@ def cancel_request(owner: str, app: str, request_id: str, session: SessionDep, k
     return JSONResponse(status_code=202, content={"status": "CANCELLATION_REQUESTED"})
 
 
-@router.post("/run/{owner}/{app}")
+@router.post(
+    "/run/{owner}/{app}",
+    responses=answers(
+        FalError,
+        {
+            400: "The request was canceled.",
+            402: SPEND_CAP_REACHED,
+            500: REQUEST_FAILED,
+            504: "The request did not finish in time; it goes on in the queue.",
+        },
+    ),
+)
 def run(
     owner: str,
     app: str,
@@ -133,11 +174,17 @@ def run(
     key: CurrentKey,
     settings: SettingsDep,
     storage: StorageDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """fal's synchronous run (``FAL_RUN_HOST``): answer the result once the request finished."""
     spec = fal_app(owner, app)
     prediction = submit_prediction(
-        session, key=key, spec=spec, raw_input=fal_input(arguments), max_attempts=settings.max_attempts
+        session,
+        key=key,
+        spec=spec,
+        raw_input=fal_input(arguments),
+        settings=settings,
+        idempotency_key=idempotency_key,
     )
     prediction_id = prediction.id
     return DeferredResponse(lambda: finish_run(settings, storage, spec, prediction_id))

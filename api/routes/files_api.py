@@ -20,14 +20,16 @@ from starlette.types import Message, Receive
 from api.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
 from api.errors import InputError
 from api.presenter import file_public
-from models.ids import new_file_id
+from models.ids import could_be_id, new_file_id
 from models.inputs import MAX_IMAGE_BYTES
 from models.storage import Storage, upload_key
 from models.tables import ApiKey, File
+from models.text import NUL_MESSAGE, has_nul
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
 FILE_FIELDS = ("content", "file")  # Replicate's name, and the usual one
+MAX_NAME_CHARS, MAX_CONTENT_TYPE_CHARS = 255, 200  # the files table's columns
 # Room for the multipart framing and the small fields next to the file.
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 TOO_LARGE = f"The file is larger than {MAX_IMAGE_BYTES // 2**20} MB: upload a smaller file."
@@ -60,6 +62,17 @@ def safe_filename(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", base)[:100].lstrip(".") or "file"
 
 
+def check_storable(name: str, content_type: str, metadata: Any) -> None:
+    """Refuse (422) what the files table cannot hold, rather than fail in the database."""
+    for field, value in (("filename", name), ("type", content_type), ("metadata", metadata)):
+        if has_nul(value):
+            raise InputError.field(field, NUL_MESSAGE, None)
+    if len(name) > MAX_NAME_CHARS:
+        raise InputError.field("filename", f"at most {MAX_NAME_CHARS} characters", name[:100] + "…")
+    if len(content_type) > MAX_CONTENT_TYPE_CHARS:
+        raise InputError.field("type", f"at most {MAX_CONTENT_TYPE_CHARS} characters", content_type[:100] + "…")
+
+
 def store_upload(
     session: Session, *, key: ApiKey, storage: Storage, data: bytes, name: str, content_type: str, metadata: Any
 ) -> File:
@@ -83,7 +96,27 @@ def store_upload(
     return file
 
 
-@router.post("/files", status_code=201)
+# The form is read by hand (capped while it streams), so its schema is declared here for the docs and clients.
+UPLOAD_FORM = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "content": {"type": "string", "format": "binary", "description": "The file (or field 'file')."},
+                    "file": {"type": "string", "format": "binary", "description": "The file, if not in 'content'."},
+                    "metadata": {"type": "string", "description": "A JSON object kept with the file."},
+                    "filename": {"type": "string", "description": "Name to record instead of the part's own."},
+                    "type": {"type": "string", "description": "Content type to record instead of the part's own."},
+                },
+            }
+        }
+    },
+}
+
+
+@router.post("/files", status_code=201, openapi_extra={"requestBody": UPLOAD_FORM})
 async def create_file(
     request: Request, key: CurrentKey, session: SessionDep, settings: SettingsDep, storage: StorageDep
 ) -> JSONResponse:
@@ -118,6 +151,7 @@ async def create_file(
             name = upload.filename or "file"
         if not isinstance(content_type, str) or not content_type:
             content_type = upload.content_type or "application/octet-stream"
+        check_storable(name, content_type, metadata)
         file = await run_in_threadpool(
             store_upload,
             session,
@@ -135,7 +169,7 @@ async def create_file(
 
 def owned_file(session: Session, key: ApiKey, file_id: str) -> File:
     """The caller's file; another key's ids are answered like unknown ones."""
-    file = session.get(File, file_id)
+    file = session.get(File, file_id) if could_be_id(file_id) else None
     if file is None or file.api_key_id != key.id:
         raise HTTPException(404, f"File {file_id!r} not found.")
     return file
@@ -147,7 +181,11 @@ def get_file(file_id: str, session: SessionDep, key: CurrentKey, settings: Setti
     return file_public(owned_file(session, key, file_id), public_url=settings.public_url)
 
 
-@router.get("/files/{file_id}/download")
+@router.get(
+    "/files/{file_id}/download",
+    response_class=Response,
+    responses={200: {"description": "The bytes, with the type they were uploaded with.", "content": {"*/*": {}}}},
+)
 def download_file(file_id: str, session: SessionDep, key: CurrentKey, storage: StorageDep) -> Response:
     """The file's bytes, for its owner."""
     file = owned_file(session, key, file_id)

@@ -13,11 +13,13 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from api.cancel_after import parse_cancel_after
-from api.deps import CurrentKey, SessionDep, SettingsDep, StorageDep, owned_prediction
+from api.deps import CurrentKey, IdempotencyKeyHeader, SessionDep, SettingsDep, StorageDep, owned_prediction
 from api.errors import InputError
+from api.openapi_errors import SPEND_CAP_REACHED, NativeError, answers
 from api.presenter import prediction_public
 from api.submit import submit_prediction
 from api.waiting import DeferredResponse, parse_prefer_wait, prefer_wait_response
+from api.webhook_target import accept_webhook, webhook_events
 from models.catalog import ModelSpec, find_model
 from models.lifecycle import request_cancel
 from models.queue_eta import queue_standing
@@ -27,22 +29,44 @@ from models.tables import ApiKey, Prediction
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
 MAX_PAGE_SIZE = 100
+PREFER_WAIT_TIMED_OUT = "With Prefer: wait, the prediction had not ended by then: poll urls.get."
 
 
 class ModelPredictionCreate(BaseModel):
     """Body of ``POST /v1/models/{owner}/{name}/predictions``."""
 
-    # Clients add fields of their own (the replicate client sends "stream"); ignore them.
-    model_config = ConfigDict(extra="ignore")
+    # Clients add fields of their own (the replicate client sends "stream"); ignore them. Strict: a field of the
+    # wrong JSON type is refused, not coerced (the model's `input` takes numbers as strings on its own).
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    input: dict[str, Any] = Field(description="The model's inputs; see GET /v1/models/{owner}/{name}.")
-    webhook: str | None = Field(default=None, description="Not available yet: poll urls.get instead.")
+    input: dict[str, Any] = Field(
+        description="The model's inputs; see GET /v1/models/{owner}/{name}.",
+        examples=[{"prompt": "a red fox in snow", "aspect_ratio": "16:9", "seed": 7}],
+    )
+    webhook: str | None = Field(
+        default=None,
+        description="HTTPS URL to POST the prediction to as it changes; signed (Standard Webhooks, see "
+        "GET /v1/webhooks/default/secret) and retried for about a day when it ends.",
+        examples=["https://example.com/hooks/farm"],
+    )
+    webhook_events_filter: list[str] | None = Field(
+        default=None,
+        description="Which events to send: start, output, logs (at most one per 500 ms), completed. Default: all.",
+        examples=[["completed"]],
+    )
+    webhook_completed: str | None = Field(
+        default=None, description="Legacy: a URL for the completed event only; prefer webhook + filter."
+    )
 
 
 class PredictionCreate(ModelPredictionCreate):
     """Body of ``POST /v1/predictions``: name the model by ``version`` or ``model``."""
 
-    version: str | None = Field(default=None, description="owner/name, owner/name:version, or a version id.")
+    version: str | None = Field(
+        default=None,
+        description="owner/name, owner/name:version, or a version id.",
+        examples=["stability-ai/stable-diffusion-3.5-medium"],
+    )
     model: str | None = Field(default=None, description="owner/name of the model.")
 
 
@@ -65,21 +89,24 @@ def _create(
     storage: StorageDep,
     cancel_after: str | None,
     prefer: str | None,
+    idempotency_key: str | None,
 ) -> Response:
     wait_s = parse_prefer_wait(prefer)
-    if body.webhook is not None:
-        raise InputError.field(
-            "webhook",
-            "webhooks are not available on this farm yet: poll the prediction's urls.get",
-            body.webhook,
-        )
+    if body.webhook:
+        events = webhook_events(body.webhook_events_filter, field="webhook_events_filter")
+        webhook = accept_webhook(session, api_key_id=key.id, settings=settings, url=body.webhook, events=events)
+    else:
+        url, field = body.webhook_completed, "webhook_completed"
+        webhook = accept_webhook(session, api_key_id=key.id, settings=settings, url=url, field=field)
     prediction = submit_prediction(
         session,
         key=key,
         spec=spec,
         raw_input=body.input,
-        max_attempts=settings.max_attempts,
+        settings=settings,
         cancel_after=None if cancel_after is None else parse_cancel_after(cancel_after),
+        webhook=webhook,
+        idempotency_key=idempotency_key,
     )
     if wait_s is not None:
         prediction_id = prediction.id
@@ -93,7 +120,14 @@ def _create(
     return JSONResponse(status_code=201, content=content, headers={"Location": content["urls"]["get"]})
 
 
-@router.post("/predictions", status_code=201)
+@router.post(
+    "/predictions",
+    status_code=201,
+    responses={
+        202: {"description": PREFER_WAIT_TIMED_OUT},
+        **answers(NativeError, {402: SPEND_CAP_REACHED, 404: "No model has this version or model name."}),
+    },
+)
 def create_prediction(
     body: PredictionCreate,
     session: SessionDep,
@@ -102,6 +136,7 @@ def create_prediction(
     storage: StorageDep,
     cancel_after: CancelAfterHeader = None,
     prefer: PreferHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Create a prediction for the model named by ``version`` or ``model``."""
     ref = body.version or body.model
@@ -110,10 +145,14 @@ def create_prediction(
     spec = find_model(ref)
     if spec is None:
         raise HTTPException(404, f"Unknown model {ref!r} in 'version'/'model': see GET /v1/models.")
-    return _create(body, spec, session, key, settings, storage, cancel_after, prefer)
+    return _create(body, spec, session, key, settings, storage, cancel_after, prefer, idempotency_key)
 
 
-@router.post("/models/{owner}/{name}/predictions", status_code=201)
+@router.post(
+    "/models/{owner}/{name}/predictions",
+    status_code=201,
+    responses={202: {"description": PREFER_WAIT_TIMED_OUT}, **answers(NativeError, {402: SPEND_CAP_REACHED})},
+)
 def create_model_prediction(
     owner: str,
     name: str,
@@ -124,12 +163,13 @@ def create_model_prediction(
     storage: StorageDep,
     cancel_after: CancelAfterHeader = None,
     prefer: PreferHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     """Create a prediction for the named model."""
     spec = find_model(f"{owner}/{name}")
     if spec is None:
         raise HTTPException(404, f"Unknown model '{owner}/{name}': see GET /v1/models.")
-    return _create(body, spec, session, key, settings, storage, cancel_after, prefer)
+    return _create(body, spec, session, key, settings, storage, cancel_after, prefer, idempotency_key)
 
 
 @router.get("/predictions/{prediction_id}")

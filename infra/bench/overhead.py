@@ -26,7 +26,7 @@ import redis  # noqa: E402
 
 from models.db import session_scope  # noqa: E402
 from models.keys import create_api_key  # noqa: E402
-from tests.farm import running_farm  # noqa: E402
+from tests.farm import UNLIMITED, running_farm  # noqa: E402
 from tests.services import alembic, postgres_server, redis_server, scratch_database  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_JOBS", "200"))
@@ -88,6 +88,7 @@ def farm_round_trips(postgres: str, redis_base: str, logs: Path) -> dict[str, li
             "FARM_BROKER_URL": broker_url,
             "FARM_STORAGE_URL": str(logs / "outputs"),
             "FARM_MODEL_PRESET": "tiny",
+            **UNLIMITED,
         }
         with running_farm(settings_env=env, key=key, other_key=key, logs=logs) as farm, farm.client() as client:
             samples: dict[str, list[float]] = {name: [] for name in PARTS}

@@ -184,7 +184,12 @@ def test_unknown_model_is_404_and_stores_nothing(gateway: Farm) -> None:
         ({"input": {"prompt": "x" * 10_001}}, "input.prompt", "at most 10000 characters"),
         ({"input": {"prompt": 42}}, "input.prompt", "valid string"),
         ({"prompt": "x"}, "input", "Field required"),
-        ({"input": {"prompt": "x"}, "webhook": "https://example.com/hook"}, "webhook", "not available"),
+        ({"input": {"prompt": "x"}, "webhook": "http://127.0.0.1/hook"}, "webhook", "loopback"),
+        (
+            {"input": {"prompt": "x"}, "webhook": "http://10.0.0.1/h", "webhook_events_filter": ["x"]},
+            "webhook_events_filter",
+            "unknown event",
+        ),
     ],
 )
 def test_bad_input_is_422_naming_the_field_and_stores_nothing(

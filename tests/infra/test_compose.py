@@ -32,6 +32,8 @@ REQUIRED_ENV = {
     "MINIO_ROOT_PASSWORD": "dummy-minio-password",
     "FLOWER_USER": "dummy-flower-user",
     "FLOWER_PASSWORD": "dummy-flower-password",
+    "FARM_METRICS_TOKEN": "dummy-metrics-token",
+    "GRAFANA_ADMIN_PASSWORD": "dummy-grafana-password",
 }
 
 
@@ -149,12 +151,20 @@ def test_secrets_are_always_guarded() -> None:
 # --- the GPU worker -------------------------------------------------------------------------------
 
 
-def test_worker_reserves_one_gpu(services: dict[str, dict[str, Any]]) -> None:
-    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+def test_worker_replicas_each_take_one_gpu(services: dict[str, dict[str, Any]]) -> None:
+    """`count: 1` would be "device 0" for every replica (Docker's countToDevices); instead each replica sees
+    the host's GPUs and worker.gpu_slot gives it one no other replica holds, under a lock in a shared volume."""
+    worker = services["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert any(
-        device.get("driver") == "nvidia" and device.get("count") == 1 and "gpu" in device.get("capabilities", [])
+        device.get("driver") == "nvidia" and device.get("count") == "all" and "gpu" in device.get("capabilities", [])
         for device in devices
     ), devices
+    launcher, _ = split_gpu_slot_command(worker)
+    lock_dir = launcher[launcher.index("--lock-dir") + 1]
+    assert launcher[:3] == ["python", "-m", "worker.gpu_slot"]
+    # A named volume (shared by the replicas on one host), mounted where the launcher keeps its locks.
+    assert f"gpu-slots:{lock_dir}" in worker["volumes"]
 
 
 def test_worker_pins_the_real_model_offline(services: dict[str, dict[str, Any]]) -> None:
@@ -168,10 +178,18 @@ def test_worker_pins_the_real_model_offline(services: dict[str, dict[str, Any]])
         assert "tiny" not in environment(service).get("FARM_MODEL_PRESET", ""), name
 
 
+def split_gpu_slot_command(service: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(launcher, worker command): `python -m worker.gpu_slot … -- celery …` split at the `--`."""
+    command = service["command"]
+    command = command.split() if isinstance(command, str) else [str(arg) for arg in command]
+    assert "--" in command, f"the worker must start through worker.gpu_slot: {command}"
+    cut = command.index("--")
+    return command[:cut], command[cut + 1 :]
+
+
 def test_worker_runs_prefork_with_one_child_on_the_model_queue(services: dict[str, dict[str, Any]]) -> None:
     worker = services["worker"]
-    command = worker["command"]
-    command = command.split() if isinstance(command, str) else [str(arg) for arg in command]
+    _, command = split_gpu_slot_command(worker)
     assert command[:4] == ["celery", "-A", "worker.app", "worker"]
     assert command[command.index("--pool") + 1] == "prefork"
     assert command[command.index("--concurrency") + 1] == "1"
@@ -198,7 +216,7 @@ def test_only_the_worker_uses_the_worker_image(services: dict[str, dict[str, Any
         assert service.get("image") != worker_image, name
     api_image = services["api"]["image"]
     assert dockerfile(services["api"]) == "infra/api.Dockerfile"
-    for name in ("migrate", "relay", "flower"):
+    for name in ("migrate", "relay", "webhooks", "flower"):
         assert services[name]["image"] == api_image, name
 
 
@@ -246,7 +264,7 @@ def test_api_waits_for_migrations(services: dict[str, dict[str, Any]]) -> None:
     assert depends["minio-init"]["condition"] == "service_completed_successfully"
     assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("relay", "worker"):
+    for name in ("relay", "webhooks", "worker"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 

@@ -211,6 +211,7 @@ class NothingAtTheDefaults(ls.Settings):  # defaults, so main() may replace them
 ls.Settings = NothingAtTheDefaults
 ls.PG_DATA_DIR, ls.REDIS_DIR, ls.LOG_DIR = var / "postgres", var / "redis", var / "logs"
 ls.API_KEY_FILE = var / "api-key"
+ls.FLOWER_PASSWORD_FILE = var / "flower-password"
 ls.FLOWER_PORT = ls.free_port()
 ls.PRIVATE_PG_PORT, ls.PRIVATE_REDIS_PORT = ls.free_port(), ls.free_port()  # parallel runs do not collide
 ls.MIGRATE_COMMAND = [py, "-c", "from models.db import Base, get_engine; from models.tables import ApiKey; "
@@ -222,7 +223,9 @@ ls.farm_commands = lambda s: [
     ("relay", [py, "-c", relay_code]),
     # leaves a grandchild behind when terminated, as a careless pool would
     ("worker", [py, "-c", "import subprocess, time; subprocess.Popen(['sleep', '600']); time.sleep(600)"]),
-    ("flower", [py, "-m", "http.server", "--bind", "127.0.0.1", str(ls.FLOWER_PORT)]),
+    # records the basic auth it was given, where the test can read it
+    ("flower", ["sh", "-c", f'printf %s "$FLOWER_BASIC_AUTH" > {var}/flower-auth; '
+        f'exec {py} -m http.server --bind 127.0.0.1 {ls.FLOWER_PORT}']),
 ]
 sys.exit(ls.main())
 """
@@ -313,8 +316,17 @@ def test_main_runs_everything_and_ctrl_c_leaves_nothing_behind(stack_var: Path, 
     _, alive = psutil.wait_procs(descendants, timeout=10)
     assert alive == []
     assert "Model     tiny: no SD3.5 Medium weights" in output
+    # What a person needs to open the playground and paste the key.
+    key = (stack_var / "api-key").read_text().strip()
+    assert f"API key   {key}  (new key 'bootstrap'" in output and "Browser   http://" in output
     assert "Postgres  private, 127.0.0.1:" in output and "Redis     private, redis://127.0.0.1:" in output
     assert stat.S_IMODE((stack_var / "api-key").stat().st_mode) == 0o600
+    # Flower got basic auth with a password made for this var/, shown in the banner, readable by us only.
+    password = (stack_var / "flower-password").read_text().strip()
+    assert len(password) >= 20
+    assert stat.S_IMODE((stack_var / "flower-password").stat().st_mode) == 0o600
+    assert (stack_var / "flower-auth").read_text() == f"farm:{password}"
+    assert f"(user farm, password {password}, saved in " in output
 
 
 def test_main_stops_everything_when_a_child_dies(stack_var: Path, tmp_path: Path) -> None:
@@ -326,3 +338,14 @@ def test_main_stops_everything_when_a_child_dies(stack_var: Path, tmp_path: Path
     output = read_until(proc, lines, "stopped.")
     # Whether it died before or after the gateway came up, the launcher names it and its code.
     assert re.search(r"relay exited (unexpectedly )?with code 3", output), output
+
+
+def test_flower_password_is_made_once_and_kept(tmp_path: Path) -> None:
+    password_file = tmp_path / "var" / "flower-password"
+    first = ls.ensure_flower_password(password_file)
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    assert re.fullmatch(r"[A-Za-z0-9_-]{24}", first)  # nothing Flower's "user:password" would split on
+    password_file.chmod(0o644)
+    assert ls.ensure_flower_password(password_file) == first
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    assert ls.ensure_flower_password(tmp_path / "other") != first

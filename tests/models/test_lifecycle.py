@@ -1,10 +1,11 @@
 """The state machine's compare-and-set transitions on real Postgres."""
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from models import lifecycle
 from models.catalog import SD35_MEDIUM
@@ -14,6 +15,7 @@ from models.status import Status
 from models.tables import OutboxMessage, Prediction
 
 LEASE_S = 30.0
+LEASE_GONE = timedelta(seconds=1)
 
 
 @pytest.fixture
@@ -61,7 +63,8 @@ def test_a_stale_attempt_cannot_finish(database_url: str, prediction_id: str) ->
         assert not lifecycle.fail(session, stale, error="late")
         assert lifecycle.fail(session, claim, error="boom")
     with session_scope(database_url) as session:  # terminal states absorb everything
-        assert not lifecycle.fail(session, claim, error="again")
+        # A repeat of its own finish (a retry after a lost commit answer) is recognised, and changes nothing.
+        assert lifecycle.fail(session, claim, error="again")
         assert lifecycle.heartbeat(session, claim, lease_seconds=LEASE_S, logs="", step=1, total=4) is None
     row = status_of(database_url, prediction_id)
     assert (row.status, row.error) == (Status.FAILED, "boom")
@@ -119,3 +122,72 @@ def test_canceling_a_queued_prediction_notifies_too(database_url: str, predictio
             lifecycle.request_cancel(session, prediction_id=prediction_id)
         payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
     assert payloads == [prediction_id]
+
+
+# --- the reaper -----------------------------------------------------------------------------------------
+
+
+def expire_lease(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        session.execute(
+            update(Prediction).where(Prediction.id == prediction_id).values(lease_expires_at=func.now() - LEASE_GONE)
+        )
+
+
+def reap(database_url: str) -> tuple[list[str], list[str]]:
+    with session_scope(database_url) as session:
+        return lifecycle.reap_expired_leases(session)
+
+
+def test_an_expired_lease_is_requeued_and_the_old_worker_is_fenced_off(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        old = lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
+    assert old is not None
+    expire_lease(database_url, prediction_id)
+
+    requeued, ended = reap(database_url)
+
+    assert prediction_id in requeued and prediction_id not in ended
+    row = status_of(database_url, prediction_id)
+    assert (row.status, row.attempt, row.worker) == (Status.STARTING, 1, None)
+    with session_scope(database_url) as session:
+        outbox = session.scalars(select(OutboxMessage).where(OutboxMessage.prediction_id == prediction_id)).all()
+        assert len(outbox) == 2  # the create's and the requeue's
+        assert lifecycle.heartbeat(session, old, lease_seconds=LEASE_S, logs="", step=1, total=2) is None
+    with session_scope(database_url) as session:
+        new = lifecycle.claim(session, prediction_id=prediction_id, worker="b", lease_seconds=LEASE_S)
+    assert new == lifecycle.Claim(prediction_id, 2)
+
+
+def test_the_last_attempt_expiring_fails_the_prediction(database_url: str, prediction_id: str) -> None:
+    for _ in range(2):  # max_attempts=2
+        with session_scope(database_url) as session:
+            assert lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
+        expire_lease(database_url, prediction_id)
+        requeued, ended = reap(database_url)
+
+    assert prediction_id in ended and prediction_id not in requeued
+    row = status_of(database_url, prediction_id)
+    assert row.status == Status.FAILED and row.completed_at is not None
+    assert row.error is not None and "stopped responding" in row.error and "2 attempt(s)" in row.error
+
+
+def test_a_live_lease_is_left_alone(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        assert lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
+
+    requeued, ended = reap(database_url)
+
+    assert prediction_id not in requeued + ended
+    assert status_of(database_url, prediction_id).status == Status.PROCESSING
+
+
+def test_a_dead_worker_with_a_cancel_request_ends_canceled(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        assert lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
+    with session_scope(database_url) as session:
+        lifecycle.request_cancel(session, prediction_id=prediction_id)
+    expire_lease(database_url, prediction_id)
+
+    assert prediction_id in reap(database_url)[1]
+    assert status_of(database_url, prediction_id).status == Status.CANCELED

@@ -194,7 +194,7 @@ def test_unknown_preset_names_the_valid_ones() -> None:
         load_predictor("nope", model_path="")
 
     assert all(preset in str(raised.value) for preset in PRESETS)
-    assert set(PRESETS) == {"tiny", "sd3.5-medium"}
+    assert set(PRESETS) == {"tiny", "sd3.5-medium", "simulated"}
 
 
 def test_missing_sd35_weights_say_how_to_get_them() -> None:

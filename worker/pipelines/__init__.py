@@ -6,13 +6,22 @@ import it, never the gateway or `models`.
 
 from collections.abc import Callable
 from importlib.metadata import version
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
+from models.catalog import MODELS, SD35_MEDIUM
 from models.inputs import RenderRequest
 
-PRESETS = ("sd3.5-medium", "tiny")
+if TYPE_CHECKING:
+    from worker.pipelines.simulated import SimulatedFaults
+
+PRESETS = ("sd3.5-medium", "tiny", "simulated")
+# What `simulated` sleeps per image unless told otherwise (FARM_SIMULATED_SECONDS).
+DEFAULT_SIMULATED_SECONDS = 1.0
+# The catalog model (owner/name) each preset serves; tiny and simulated stand in for the real one. A worker
+# consumes exactly the broker queues of its preset's models (worker/app.py).
+PRESET_MODELS: dict[str, tuple[str, ...]] = dict.fromkeys(PRESETS, (SD35_MEDIUM.ref,))
 
 # Called after each denoising step with (steps done, 1-based; total steps). Raising from it cancels the
 # run: the exception propagates out of predict() unchanged and nothing else runs (no VAE decode).
@@ -33,15 +42,33 @@ class Predictor(Protocol):
         ...
 
 
+def preset_queues(preset: str) -> list[str]:
+    """The broker queues a worker running `preset` consumes: one per model it serves."""
+    if preset not in PRESET_MODELS:
+        raise ValueError(f"unknown model preset {preset!r}: use one of {', '.join(PRESETS)}")
+    return [MODELS[ref].queue for ref in PRESET_MODELS[preset]]
+
+
 def build_id(preset: str) -> str:
     """Identifies what produced the pixels: the same seed gives other pixels on other library versions."""
     libraries = "/".join(f"{name}-{version(name)}" for name in ("diffusers", "transformers", "torch"))
     return f"{preset}/{libraries}"
 
 
-def load_predictor(preset: str, model_path: str) -> Predictor:
-    """Build the predictor of `preset` ("tiny" ignores `model_path`); slow, so call once per process."""
-    # Imported here so that loading one preset never pays for the other's imports.
+def load_predictor(
+    preset: str,
+    model_path: str,
+    *,
+    simulated_seconds: float = DEFAULT_SIMULATED_SECONDS,
+    simulated_faults: "SimulatedFaults | None" = None,
+) -> Predictor:
+    """Build the predictor of `preset` (only "sd3.5-medium" reads `model_path`, only "simulated" reads
+    `simulated_seconds` and the test-only `simulated_faults`); slow, so call once per process."""
+    # Imported here so that loading one preset never pays for the others' imports (simulated: no torch).
+    if preset == "simulated":
+        from worker.pipelines.simulated import NO_FAULTS, SimulatedPredictor
+
+        return SimulatedPredictor(simulated_seconds, simulated_faults or NO_FAULTS)
     if preset == "tiny":
         from worker.pipelines.tiny import TinyPredictor
 

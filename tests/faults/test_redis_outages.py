@@ -1,0 +1,44 @@
+"""Redis killed mid-run: restarted on its AOF, and restarted empty. Postgres holds every job, so the relay's
+reconciler republishes whatever Redis lost, and jobs interrupted by the lost connection are requeued by the
+reaper."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.faults.invariants import assert_guarantees
+from tests.faults.scenario import Scenario, fault_scenario, wait_until
+
+pytestmark = pytest.mark.slow
+
+BATCH = 8  # more than the two workers hold: some wait in Redis when it dies
+
+
+def kill_redis_mid_run(scenario: Scenario, *, wipe: bool) -> None:
+    scenario.submit(BATCH)
+    scenario.running_job()
+    wait_until("messages waiting in Redis", lambda: scenario.queued_messages() > 0)
+    scenario.redis.kill()
+    if wipe:
+        scenario.redis.wipe()
+    scenario.redis.start()
+
+
+def test_redis_killed_and_restarted_from_its_aof_loses_nothing(pg_template: Path, tmp_path: Path) -> None:
+    with fault_scenario(pg_template, tmp_path) as scenario:
+        kill_redis_mid_run(scenario, wipe=False)
+
+        rows = assert_guarantees(scenario)
+
+    assert all(row.status == "succeeded" for row in rows.values())
+
+
+def test_redis_restarted_empty_is_refilled_by_the_reconciler(pg_template: Path, tmp_path: Path) -> None:
+    with fault_scenario(pg_template, tmp_path) as scenario:
+        kill_redis_mid_run(scenario, wipe=True)
+
+        rows = assert_guarantees(scenario)
+        republished = scenario.log_matches("relay", r"republished \d+ prediction\(s\) whose message was not in Redis")
+
+    assert all(row.status == "succeeded" for row in rows.values())
+    assert republished >= 1
