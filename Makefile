@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test test-tools bench bench-scale bench-webhooks bench-gateway lint format clean
+.PHONY: install up test test-tools bench bench-scale bench-gpu bench-webhooks bench-gateway lint format clean
 
 install: $(STAMP)
 
@@ -43,6 +43,12 @@ bench: install
 # ideal; writes its section of docs/benchmarks.md. A few minutes; no GPU needed. Not a test: numbers only.
 bench-scale: install
 	$(BIN)/python infra/bench/scale.py
+
+# SD3.5 Medium on one GPU (1024x1024, 40 steps, CFG 4.5, bf16): per-stage times, TFLOP/s against peak, peak
+# memory, each speed lever, low-memory mode, batch sizes, FP8's pixel difference (docs/benchmarks.md). Random
+# full-size weights when the real ones are absent (same compute). Needs a CUDA GPU. Not a test: numbers only.
+bench-gpu: install
+	$(BIN)/python infra/bench/gpu.py
 
 # Creates and polls per second at p99 latency, load from wrk on loopback (installed from apt if missing).
 bench-gateway: install

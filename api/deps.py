@@ -1,14 +1,16 @@
 """Dependencies declared once: settings, a DB session per request, storage, the caller's key."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.rate_limit import STATE_KEY, check_rate
-from models.db import get_sessionmaker
+from models.db import get_read_sessionmaker, get_sessionmaker
 from models.ids import could_be_id
 from models.keys import find_active_key, touch_key
 from models.settings import Settings, get_settings
@@ -49,6 +51,16 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
+async def get_read_session(settings: SettingsDep) -> AsyncIterator[AsyncSession]:
+    """An autocommit session on an async connection (``models.db.get_read_sessionmaker``) for the hot
+    paths: the caller's key, then a poll's reads on the same connection; no thread is taken."""
+    async with get_read_sessionmaker(settings.database_url)() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+
+
 async def get_storage(settings: SettingsDep) -> Storage:
     """The process's storage (built once, no I/O); async for the same reason as ``current_settings``."""
     return storage_from_settings(settings)
@@ -83,14 +95,20 @@ api_key_scheme = APIKeyHeader(
 )
 
 
-def get_current_key(
+def find_and_touch_key(session: Session, key: str) -> ApiKey | None:
+    row = find_active_key(session, key)
+    if row is not None:
+        touch_key(session, row)
+    return row
+
+
+async def authenticate(
     request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
-    x_api_key: Annotated[str | None, Security(api_key_scheme)],
+    settings: Settings,
+    x_api_key: str | None,
+    lookup: Callable[[str], Awaitable[ApiKey | None]],
 ) -> ApiKey:
-    """The caller's key, its request counted against the key's rate limit (429 when over)."""
+    """The caller's key found by ``lookup``, its request counted against the key's rate limit (429 when over)."""
     key = presented_key(request.headers.get("authorization"), x_api_key)
     if key is None:
         raise HTTPException(
@@ -98,19 +116,43 @@ def get_current_key(
             detail="Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    row = find_active_key(session, key)
+    row = await lookup(key)
     if row is None:
         raise HTTPException(
             status_code=401,
             detail="Invalid or revoked API key.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    setattr(request.state, STATE_KEY, check_rate(settings, row, request.method))
-    touch_key(session, row)
+    setattr(request.state, STATE_KEY, await check_rate(settings, row, request.method))
     return row
 
 
+async def get_current_key(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    x_api_key: Annotated[str | None, Security(api_key_scheme)],
+) -> ApiKey:
+    """The caller's key, looked up in the request's own transaction (one connection per request)."""
+    return await authenticate(
+        request, settings, x_api_key, lambda key: run_in_threadpool(find_and_touch_key, session, key)
+    )
+
+
+async def get_reading_key(
+    request: Request,
+    session: ReadSessionDep,
+    settings: SettingsDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    x_api_key: Annotated[str | None, Security(api_key_scheme)],
+) -> ApiKey:
+    """The caller's key for the async polling routes: looked up on their read session, so no thread is taken."""
+    return await authenticate(request, settings, x_api_key, lambda key: session.run_sync(find_and_touch_key, key))
+
+
 CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+ReadingKey = Annotated[ApiKey, Depends(get_reading_key)]
 
 
 def owned_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction:

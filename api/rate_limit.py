@@ -15,9 +15,9 @@ from functools import lru_cache
 
 from fastapi import HTTPException
 from limits import RateLimitItemPerMinute
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
-from limits.storage import RedisStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.settings import Settings
@@ -45,10 +45,12 @@ class RateLimitState:
 
 @lru_cache
 def limiter(redis_url: str) -> SlidingWindowCounterRateLimiter:
-    return SlidingWindowCounterRateLimiter(RedisStorage(redis_url, wrap_exceptions=True, socket_timeout=1.0))
+    """The process's limiter on redis-py's asyncio client: counting waits for Redis without a thread."""
+    storage = RedisStorage(f"async+{redis_url}", implementation="redispy", wrap_exceptions=True, socket_timeout=1.0)
+    return SlidingWindowCounterRateLimiter(storage)
 
 
-def check_rate(settings: Settings, key: ApiKey, method: str) -> RateLimitState | None:
+async def check_rate(settings: Settings, key: ApiKey, method: str) -> RateLimitState | None:
     """Count this request against the key's bucket; 429 with Retry-After when it is over. None when
     Redis cannot be reached (the request goes through uncounted)."""
     reads = method in READ_METHODS
@@ -57,8 +59,8 @@ def check_rate(settings: Settings, key: ApiKey, method: str) -> RateLimitState |
     item, identity = RateLimitItemPerMinute(per_minute), (str(key.id), "read" if reads else "write")
     try:
         rates = limiter(settings.broker_url)
-        allowed = rates.hit(item, *identity)
-        reset_at, remaining = rates.get_window_stats(item, *identity)
+        allowed = await rates.hit(item, *identity)
+        reset_at, remaining = await rates.get_window_stats(item, *identity)
     except StorageError as error:
         log.warning("rate limits not counted: Redis unreachable (%s)", error.storage_error)
         return None

@@ -15,13 +15,14 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from api.errors import InputError
 from api.presenter import prediction_public
-from models.db import get_sessionmaker, libpq_url
+from models.db import get_read_sessionmaker, get_sessionmaker, libpq_url
 from models.lifecycle import ENDED_CHANNEL
 from models.queue_eta import queue_standing
 from models.settings import Settings
@@ -140,21 +141,25 @@ async def wait_until_terminal(settings: Settings, prediction_id: str, timeout_s:
     return await watcher(settings.database_url).wait(prediction_id, timeout_s)
 
 
-def load_prediction(settings: Settings, prediction_id: str) -> Prediction:
-    """The prediction as it is now (one short session; rows are never deleted)."""
-    with get_sessionmaker(settings.database_url)() as session:
-        prediction = session.get(Prediction, prediction_id)
+async def load_prediction(settings: Settings, prediction_id: str) -> Prediction:
+    """The prediction as it is now (one read on the async pool; rows are never deleted)."""
+    async with get_read_sessionmaker(settings.database_url)() as session:
+        prediction = await session.get(Prediction, prediction_id)
         assert prediction is not None, prediction_id
         return prediction
 
 
-def load_public(settings: Settings, storage: Storage, prediction_id: str) -> dict[str, Any]:
+async def load_public(settings: Settings, storage: Storage, prediction_id: str) -> dict[str, Any]:
     """The prediction's public body as it is now, with its queue standing while queued."""
-    with get_sessionmaker(settings.database_url)() as session:
+
+    def present(session: Session) -> dict[str, Any]:
         prediction = session.get(Prediction, prediction_id)
         assert prediction is not None, prediction_id
         standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
         return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
+
+    async with get_read_sessionmaker(settings.database_url)() as session:
+        return await session.run_sync(present)
 
 
 async def prefer_wait_response(settings: Settings, storage: Storage, prediction_id: str, wait_s: int) -> JSONResponse:
@@ -164,7 +169,7 @@ async def prefer_wait_response(settings: Settings, storage: Storage, prediction_
     clients go on polling only for that status.
     """
     await wait_until_terminal(settings, prediction_id, wait_s - ANSWER_MARGIN_S)
-    content = await run_in_threadpool(load_public, settings, storage, prediction_id)
+    content = await load_public(settings, storage, prediction_id)
     finished = Status(content["status"]).is_terminal()
     if not finished:
         content["status"] = Status.STARTING.value

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from sqlalchemy import Engine, MetaData, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Stable constraint names so Alembic migrations are reproducible and revertable.
@@ -22,14 +23,40 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# connect_timeout: an unreachable server (not one refusing) must fail fast enough for retries to matter.
+# No server-side prepared statements: they saved nothing measurable here (make bench-gateway) and break
+# behind PgBouncer in transaction mode, the first thing docs/capacity.md adds as the farm grows.
+CONNECT_ARGS = {"connect_timeout": 5, "prepare_threshold": None}
+# A fixed pool per engine and process, no overflow: a connection opened beyond the pool is closed when
+# returned, and under load that churn (a Postgres backend forked per request) cost more than the queries.
+# 20 covers the gateway's 40 request threads (each holds one only while its queries run).
+POOL_SIZE = 20
+
+
 @lru_cache
 def get_engine(database_url: str) -> Engine:
     """One pooled engine per URL and process."""
-    # connect_timeout: an unreachable server (not one refusing) must fail fast enough for retries to matter.
-    # No server-side prepared statements: they saved nothing measurable here (make bench-gateway) and break
-    # behind PgBouncer in transaction mode, the first thing docs/capacity.md adds as the farm grows.
-    connect_args = {"connect_timeout": 5, "prepare_threshold": None}
-    return create_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    return create_engine(
+        database_url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=0, connect_args=CONNECT_ARGS
+    )
+
+
+@lru_cache
+def get_read_sessionmaker(database_url: str) -> async_sessionmaker[AsyncSession]:
+    """Sessions for the gateway's hot paths (the caller's key, polls): psycopg's async connections, so a
+    request waits for Postgres without holding a thread, in autocommit, so each statement is one round trip
+    with no BEGIN and COMMIT around it (each reads its own snapshot; a single-statement write commits at once).
+    ``AsyncSession.run_sync`` runs this package's (sync) functions on them. Its connections belong to the
+    event loop that opened them."""
+    engine = create_async_engine(
+        database_url,
+        pool_pre_ping=True,
+        pool_size=POOL_SIZE,
+        max_overflow=0,
+        isolation_level="AUTOCOMMIT",
+        connect_args=CONNECT_ARGS,
+    )
+    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 @lru_cache

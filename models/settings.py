@@ -60,6 +60,50 @@ class Settings(BaseSettings):
         default="stabilityai/stable-diffusion-3.5-medium",
         description="Local directory, or Hugging Face repo id in the local cache, of the SD3.5 weights.",
     )
+    # Speed levers of the sd3.5-medium preset on CUDA (worker/pipelines/fast_path.py; `make bench-gpu` measures
+    # each). All off: none has been measured on a GPU yet; each is turned on once measured to pay, and those
+    # that change pixels only with their measured pixel difference recorded in docs/benchmarks.md.
+    fuse_qkv: bool = Field(
+        default=False,
+        description="Fuse each attention's Q, K and V projections into one matmul (SD3.5's qk-norm kept). "
+        "Changes pixels by float rounding only.",
+    )
+    attention_kernel: Literal["sdpa", "cudnn"] = Field(
+        default="sdpa",
+        description="Attention kernel: sdpa (PyTorch's choice, flash on H100) or cudnn (cuDNN attention first, "
+        "falling back to flash, efficient, math).",
+    )
+    vae_channels_last: bool = Field(default=False, description="Run the VAE in channels-last memory format.")
+    compile_transformer: bool = Field(
+        default=False,
+        description="torch.compile the transformer's blocks (regional, fullgraph) at worker start, with a warm-up "
+        "render at 1024x1024; other sizes compile on their first job.",
+    )
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune"] = Field(
+        default="default",
+        description="torch.compile mode with FARM_COMPILE_TRANSFORMER; reduce-overhead and max-autotune add CUDA "
+        "graphs.",
+    )
+    compile_cache_dir: str = Field(
+        default="var/compile-cache",
+        description="Inductor's cache (TORCHINDUCTOR_CACHE_DIR): on a persistent volume, a restarted worker reuses "
+        "the compiled kernels. Empty: torch's default under /tmp.",
+    )
+    fp8: bool = Field(
+        default=False,
+        description="FP8 (torchao, dynamic per-row) for the transformer blocks' linear layers; needs torchao and a "
+        "GPU of compute capability 8.9+. Changes pixels.",
+    )
+    low_memory: bool = Field(
+        default=False,
+        description="Keep each model on the GPU only while it runs (enable_model_cpu_offload), for ~12 GB cards. "
+        "Slower.",
+    )
+    drop_t5: bool = Field(
+        default=False,
+        description="Do not load the T5-XXL text encoder (9.5 GB in bf16): its embeddings become zeros. Changes "
+        "pixels (mostly text rendering and long prompts).",
+    )
     safety_checker_path: str = Field(
         default="",
         description="Local directory of a diffusers StableDiffusionSafetyChecker plus its CLIP image processor "

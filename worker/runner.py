@@ -83,7 +83,7 @@ def run_prediction(
             worker=worker_name(settings),
             lease_seconds=settings.lease_seconds,
         )
-        return claim, session.get(Prediction, prediction_id) if claim else None
+        return claim, claim.row if claim else None
 
     try:
         claim, prediction = retrying(db, f"claim {prediction_id}", take)
@@ -161,13 +161,14 @@ def run_prediction(
         if checker is not None:  # part of the model's run, as in diffusers' pipelines: inside predict_time
             images, has_nsfw_concepts = checker.check(images)
             progress.note(_safety_note(has_nsfw_concepts))
+        # Encoding the files is part of predict_time too, as in cog, whose predict() returns written files.
+        encoded = [encode_image(image, request.output_format, request.output_quality) for image in images]
         predict_time = time.perf_counter() - predict_started
 
-        # 4. Encode and upload under this attempt's keys.
+        # 4. Upload under this attempt's keys.
         keys = []
-        for index, image in enumerate(images):
+        for index, data in enumerate(encoded):
             key = output_key(prediction_id, claim.attempt, index, request.output_format)
-            data = encode_image(image, request.output_format, request.output_quality)
             storage.put(key, data, CONTENT_TYPES[request.output_format])
             keys.append(key)
 

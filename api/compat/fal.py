@@ -168,7 +168,7 @@ def render_error(problem: Problem) -> JSONResponse:
 async def finish_run(settings: Settings, storage: Storage, spec: ModelSpec, prediction_id: str) -> JSONResponse:
     """fal's synchronous run: wait for the request, then answer its result (or its error)."""
     await wait_until_terminal(settings, prediction_id, MAX_SYNC_WAIT_S)
-    prediction = await run_in_threadpool(load_prediction, settings, prediction_id)
+    prediction = await load_prediction(settings, prediction_id)
     if prediction.status == Status.SUCCEEDED:
         content = await run_in_threadpool(result_body, spec, prediction, storage)
         return JSONResponse(content=content, headers={"x-fal-request-id": prediction.id})

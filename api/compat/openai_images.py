@@ -192,7 +192,7 @@ async def finish_generation(
 ) -> JSONResponse:
     """Wait for the generation, then answer its images or an OpenAI error."""
     await wait_until_terminal(settings, prediction_id, MAX_SYNC_WAIT_S)
-    prediction = await run_in_threadpool(load_prediction, settings, prediction_id)
+    prediction = await load_prediction(settings, prediction_id)
     if prediction.status != Status.SUCCEEDED:
         return unfinished_response(prediction, settings.public_url, MAX_SYNC_WAIT_S)
     content = await run_in_threadpool(

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from api.compat.eachlabs import ERROR_SHAPES, EachlabsCreate, EachlabsError, prediction_body, render_error
 from api.compat.errors import door_route
-from api.deps import CurrentKey, IdempotencyKeyHeader, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentKey, IdempotencyKeyHeader, ReadingKey, ReadSessionDep, SessionDep, SettingsDep, StorageDep
 from api.openapi_errors import SPEND_CAP_REACHED, answers
 from api.submit import submit_prediction
 from api.webhook_target import accept_webhook
@@ -64,11 +64,15 @@ def create(
 
 
 @router.get("/{prediction_id}")
-def get(
-    prediction_id: str, session: SessionDep, key: CurrentKey, settings: SettingsDep, storage: StorageDep
+async def get(
+    prediction_id: str, session: ReadSessionDep, key: ReadingKey, settings: SettingsDep, storage: StorageDep
 ) -> dict[str, Any]:
     """The prediction: status starting|processing|success|error|cancelled, output URL, metrics{predict_time, cost}."""
-    return prediction_body(eachlabs_prediction(session, key, prediction_id), storage, settings.public_url)
+
+    def present(session: Session) -> dict[str, Any]:
+        return prediction_body(eachlabs_prediction(session, key, prediction_id), storage, settings.public_url)
+
+    return await session.run_sync(present)  # polled: async all the way, as GET /v1/predictions/{id}
 
 
 @router.post("/{prediction_id}/cancel", responses=answers(EachlabsError, {400: "The prediction already finished."}))

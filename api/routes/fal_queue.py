@@ -23,7 +23,7 @@ from api.compat.fal import (
     status_body,
     unfinished_result,
 )
-from api.deps import CurrentKey, IdempotencyKeyHeader, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentKey, IdempotencyKeyHeader, ReadingKey, ReadSessionDep, SessionDep, SettingsDep, StorageDep
 from api.openapi_errors import SPEND_CAP_REACHED, answers
 from api.submit import submit_prediction
 from api.waiting import DeferredResponse
@@ -113,20 +113,26 @@ def submit(
 
 
 @router.get(REQUEST + "/status")
-def request_status(
+async def request_status(
     owner: str,
     app: str,
     request_id: str,
-    session: SessionDep,
-    key: CurrentKey,
+    session: ReadSessionDep,
+    key: ReadingKey,
     settings: SettingsDep,
     logs: bool = False,
 ) -> JSONResponse:
     """IN_QUEUE with queue_position, IN_PROGRESS, or COMPLETED with metrics; ``logs=1`` adds log records."""
-    prediction = fal_request(session, key, fal_app(owner, app), request_id)
-    standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
-    urls = request_urls(settings.public_url, f"{owner}/{app}", prediction.id)
-    status_code, content = status_body(prediction, urls, standing=standing, with_logs=logs)
+    spec = fal_app(owner, app)
+
+    def present(session: Session) -> tuple[int, dict[str, Any]]:
+        prediction = fal_request(session, key, spec, request_id)
+        standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
+        urls = request_urls(settings.public_url, f"{owner}/{app}", prediction.id)
+        return status_body(prediction, urls, standing=standing, with_logs=logs)
+
+    # fal's client polls this every 0.1 s: async all the way, as GET /v1/predictions/{id}.
+    status_code, content = await session.run_sync(present)
     return JSONResponse(status_code=status_code, content=content)
 
 

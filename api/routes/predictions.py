@@ -13,7 +13,16 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from api.cancel_after import parse_cancel_after
-from api.deps import CurrentKey, IdempotencyKeyHeader, SessionDep, SettingsDep, StorageDep, owned_prediction
+from api.deps import (
+    CurrentKey,
+    IdempotencyKeyHeader,
+    ReadingKey,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    owned_prediction,
+)
 from api.errors import InputError
 from api.openapi_errors import SPEND_CAP_REACHED, NativeError, answers
 from api.presenter import prediction_public
@@ -173,13 +182,18 @@ def create_model_prediction(
 
 
 @router.get("/predictions/{prediction_id}")
-def get_prediction(
-    prediction_id: str, session: SessionDep, key: CurrentKey, settings: SettingsDep, storage: StorageDep
+async def get_prediction(
+    prediction_id: str, session: ReadSessionDep, key: ReadingKey, settings: SettingsDep, storage: StorageDep
 ) -> dict[str, Any]:
     """The prediction's current state; while queued, its place in the queue and estimated wait."""
-    prediction = owned_prediction(session, key, prediction_id)
-    standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
-    return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
+
+    def present(session: Session) -> dict[str, Any]:
+        prediction = owned_prediction(session, key, prediction_id)
+        standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
+        return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
+
+    # Clients poll this every 0.1-0.5 s: async all the way, so a poll never waits for a free thread.
+    return await session.run_sync(present)
 
 
 @router.post("/predictions/{prediction_id}/cancel")

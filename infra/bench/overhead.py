@@ -106,7 +106,7 @@ def farm_round_trips(postgres: str, redis_base: str, logs: Path) -> dict[str, li
                         "overhead": seen - metrics["predict_time"],
                         # created → claimed: commit, relay wake-up, publish, broker delivery, claim
                         "queue_wait": metrics["queue_time"],
-                        # claimed → finalized, outside the pipeline: row read, encode, upload, finalize
+                        # claimed → finalized, outside predict_time: row read, upload, finalize
                         "worker_outside_pipeline": metrics["gpu_seconds"] - metrics["predict_time"],
                         # the rest: HTTP, auth, validation, insert, and the waiter's wake-up and answer
                         "gateway_and_client": seen - metrics["total_time"],

@@ -92,6 +92,15 @@ def test_cancel_while_running_is_seen_by_the_heartbeat(database_url: str, predic
     assert (row.status, row.logs, row.output_keys) == (Status.CANCELED, "2/4", None)
 
 
+def test_a_claim_returns_the_row_as_it_left_it(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        claim = lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
+
+    assert claim is not None and claim.row is not None
+    assert (claim.row.status, claim.row.attempt, claim.row.worker) == (Status.PROCESSING, 1, "a")
+    assert claim.row.lease_expires_at is not None and claim.row.input["prompt"]
+
+
 def test_claims_stop_at_max_attempts(database_url: str, prediction_id: str) -> None:
     with session_scope(database_url) as session:
         session.execute(Prediction.__table__.update().where(Prediction.id == prediction_id).values(attempt=2))

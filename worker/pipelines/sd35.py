@@ -12,7 +12,15 @@ from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from PIL import Image
 
 from models.inputs import RenderRequest
+from models.settings import get_settings
 from worker.pipelines import OnStep, build_id
+from worker.pipelines.fast_path import (
+    SpeedLevers,
+    apply_speed_levers,
+    levers_from_settings,
+    levers_tag,
+    warm_up,
+)
 from worker.pipelines.image_to_image import image_to_image, img2img_pipeline
 from worker.pipelines.text_to_image import text_to_image
 
@@ -44,17 +52,25 @@ def find_weights(model_path: str) -> Path:
 class SD35Predictor:
     """The real model, loaded once per process; ~16 GB of weights in bf16 with T5 resident."""
 
-    def __init__(self, model_path: str) -> None:
+    def __init__(self, model_path: str, levers: SpeedLevers | None = None) -> None:
+        """`levers`: the speed levers to apply on CUDA (default: from the FARM_ settings); ignored on a CPU."""
         folder = find_weights(model_path)
         cuda = torch.cuda.is_available()
+        levers = (levers or levers_from_settings(get_settings())) if cuda else SpeedLevers()
+        # Without T5 it is never read from disk (9.5 GB), rather than loaded and dropped.
+        no_t5: dict[str, None] = {"text_encoder_3": None, "tokenizer_3": None} if levers.drop_t5 else {}
         self.pipe = StableDiffusion3Pipeline.from_pretrained(
-            str(folder), dtype=torch.bfloat16 if cuda else torch.float32, local_files_only=True
+            str(folder), dtype=torch.bfloat16 if cuda else torch.float32, local_files_only=True, **no_t5
         )
-        if cuda:
+        if cuda and not levers.cpu_offload:  # offloaded, each model goes to the GPU only while it runs
             self.pipe.to("cuda")
         self.pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
+        # Before the img2img pipeline is built from the same modules, so it gets the same levers.
+        apply_speed_levers(self.pipe, levers, torch.device("cuda" if cuda else "cpu"))
+        if levers.compile_blocks:
+            warm_up(self.pipe)  # compile time paid here, at worker start, not by the first user
         self.img2img = img2img_pipeline(self.pipe)  # same modules and dtype, own scheduler
-        self.build = build_id("sd3.5-medium")
+        self.build = build_id("sd3.5-medium") + levers_tag(levers)  # levers change pixels too
         self.gpu_class = torch.cuda.get_device_name() if cuda else "cpu"
 
     def predict(

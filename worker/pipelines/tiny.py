@@ -35,7 +35,7 @@ def _byte_symbols() -> list[str]:
     return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(others))]
 
 
-def _clip_tokenizer(pad_token: str) -> CLIPTokenizer:
+def clip_tokenizer(pad_token: str) -> CLIPTokenizer:
     """A byte-level CLIP tokenizer: 512 byte tokens + 2 specials, no merges; "!" is id 0, as in CLIP."""
     symbols = _byte_symbols()
     vocab = {s: i for i, s in enumerate(symbols)} | {s + "</w>": 256 + i for i, s in enumerate(symbols)}
@@ -81,7 +81,7 @@ def build_tiny_pipeline() -> StableDiffusion3Pipeline:
     """The tiny pipeline, fp32 on CPU, without T5 (its embeddings become zeros of joint_attention_dim)."""
     # Seeds are fixed per module and the global RNG is restored afterwards, so building has no side effect.
     with torch.random.fork_rng(devices=[]):
-        tokenizer, tokenizer_2 = _clip_tokenizer(pad_token=EOS), _clip_tokenizer(pad_token="!")
+        tokenizer, tokenizer_2 = clip_tokenizer(pad_token=EOS), clip_tokenizer(pad_token="!")
         text_encoder = _clip_text_encoder(tokenizer, seed=0)
         text_encoder_2 = _clip_text_encoder(tokenizer_2, seed=1)
         torch.manual_seed(2)
