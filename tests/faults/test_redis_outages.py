@@ -42,3 +42,20 @@ def test_redis_restarted_empty_is_refilled_by_the_reconciler(pg_template: Path, 
 
     assert all(row.status == "succeeded" for row in rows.values())
     assert republished >= 1
+
+
+def test_the_gateway_takes_work_while_redis_is_down(pg_template: Path, tmp_path: Path) -> None:
+    """Rate limits fail open and Postgres holds the jobs: creates and polls answer while Redis is down, and the
+    jobs run once it is back."""
+    with fault_scenario(pg_template, tmp_path) as scenario:
+        scenario.redis.kill()
+        accepted = scenario.submit(2)  # each answered 201
+        with scenario.farm.client() as client:
+            poll = client.get(f"/v1/predictions/{accepted[0]}")
+        scenario.redis.start()
+
+        rows = assert_guarantees(scenario)
+
+    assert poll.status_code == 200 and poll.json()["status"] == "starting", poll.text
+    assert "X-RateLimit-Remaining" not in poll.headers  # not counted, not refused
+    assert all(rows[prediction_id].status == "succeeded" for prediction_id in accepted)
