@@ -111,6 +111,22 @@ def test_claims_stop_at_max_attempts(database_url: str, prediction_id: str) -> N
     assert status_of(database_url, prediction_id).status == Status.STARTING
 
 
+def test_queued_jobs_wake_the_relay_once_at_commit(database_url: str, api_key: str) -> None:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
+        listener.execute(f"LISTEN {lifecycle.OUTBOX_CHANNEL}")
+        with session_scope(database_url) as session:
+            key = find_active_key(session, api_key)
+            assert key is not None
+            for prompt in ("a fox", "a hare"):
+                lifecycle.create_prediction(
+                    session, api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": prompt}, seed=1, max_attempts=2
+                )
+            before_commit = list(listener.notifies(timeout=0.2))
+        after_commit = list(listener.notifies(timeout=0.5))
+    assert before_commit == []
+    assert len(after_commit) == 1  # two jobs, one transaction: one wake-up
+
+
 def test_ending_a_prediction_notifies_waiting_gateways_at_commit(database_url: str, prediction_id: str) -> None:
     with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
         listener.execute(f"LISTEN {lifecycle.ENDED_CHANNEL}")
