@@ -24,7 +24,7 @@ from api.errors import InputError
 from api.presenter import prediction_public
 from models.db import get_read_sessionmaker, get_sessionmaker, libpq_url
 from models.lifecycle import ENDED_CHANNEL
-from models.queue_eta import queue_standing
+from models.queue_eta import standing_if_queued
 from models.settings import Settings
 from models.status import TERMINAL, Status
 from models.storage import Storage
@@ -155,7 +155,7 @@ async def load_public(settings: Settings, storage: Storage, prediction_id: str) 
     def present(session: Session) -> dict[str, Any]:
         prediction = session.get(Prediction, prediction_id)
         assert prediction is not None, prediction_id
-        standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
+        standing = standing_if_queued(session, prediction)
         return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
 
     async with get_read_sessionmaker(settings.database_url)() as session:

@@ -34,6 +34,9 @@ LEASE_EXPIRED_ERROR = (
 HAS_WEBHOOK = Prediction.webhook.is_not(None)
 # Gateways waiting on predictions listen here; the payload is the id of a prediction that ended.
 ENDED_CHANNEL = "farm_ended"
+# Returned by every statement that ends predictions: the wake-up, one per row ended, is sent at commit and
+# costs no round trip of its own.
+WAKE_WAITERS = func.pg_notify(ENDED_CHANNEL, Prediction.id)
 # Relay wake-up channel: NOTIFY is delivered at commit, so the relay never sees uncommitted jobs.
 OUTBOX_CHANNEL = "farm_outbox"
 
@@ -129,26 +132,15 @@ def claim(session: Session, *, prediction_id: str, worker: str, lease_seconds: f
     return Claim(prediction_id, attempt, row)
 
 
-def _ended(
-    session: Session,
-    prediction_ids: list[str],
-    *,
-    with_output: bool = False,
-    has_webhook: bool = True,
-    notified: bool = False,
-) -> None:
+def _ended(session: Session, prediction_ids: list[str], *, with_output: bool = False, has_webhook: bool = True) -> None:
     """Side effects of reaching a terminal state, in the same transaction: the ``completed`` webhook
-    event (after ``output`` when there are outputs), and a wake-up for gateways waiting on these
-    predictions (``Prefer: wait``), delivered at commit. ``has_webhook`` False (known from the row just
+    event (after ``output`` when there are outputs). ``has_webhook`` False (known from the row just
     written) spares the event statements; otherwise ``record_events`` picks the predictions with one.
-    ``notified``: the statement that ended them already sent the wake-up."""
+    The gateways' wake-up is sent by the ending statement itself (``WAKE_WAITERS``)."""
     if has_webhook:
         if with_output:
             record_events(session, prediction_ids, "output", terminal=True)
         record_events(session, prediction_ids, "completed", terminal=True)
-    if not notified:
-        for prediction_id in prediction_ids:
-            session.execute(select(func.pg_notify(ENDED_CHANNEL, prediction_id)))
 
 
 def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bool:
@@ -165,17 +157,10 @@ def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bo
             Prediction.attempt == claim.attempt,
         )
         .values(status=status, completed_at=datetime.now(UTC), lease_expires_at=None, **values)
-        # The wake-up rides on the write (sent at commit, as ever): one round trip fewer per job.
-        .returning(HAS_WEBHOOK, func.pg_notify(ENDED_CHANNEL, Prediction.id))
+        .returning(HAS_WEBHOOK, WAKE_WAITERS)
     ).first()
     if finished is not None:
-        _ended(
-            session,
-            [claim.prediction_id],
-            with_output=status is Status.SUCCEEDED,
-            has_webhook=finished[0],
-            notified=True,
-        )
+        _ended(session, [claim.prediction_id], with_output=status is Status.SUCCEEDED, has_webhook=finished[0])
         return True
     now = session.execute(
         select(Prediction.status, Prediction.attempt).where(Prediction.id == claim.prediction_id)
@@ -246,7 +231,7 @@ def fail_killed_run(session: Session, *, prediction_id: str, worker: str, error:
             Prediction.worker == worker,
         )
         .values(status=Status.FAILED, completed_at=datetime.now(UTC), lease_expires_at=None, error=error)
-        .returning(Prediction.id)
+        .returning(Prediction.id, WAKE_WAITERS)
     )
     if failed is not None:
         _ended(session, [prediction_id])
@@ -261,7 +246,7 @@ def request_cancel(session: Session, *, prediction_id: str) -> None:
         update(Prediction)
         .where(Prediction.id == prediction_id, Prediction.status == Status.STARTING)
         .values(status=Status.CANCELED, completed_at=now)
-        .returning(Prediction.id)
+        .returning(Prediction.id, WAKE_WAITERS)
     ).scalars()
     _ended(session, list(canceled))
     session.execute(
@@ -312,7 +297,7 @@ def expire_deadlines(session: Session) -> int:
             update(Prediction)
             .where(Prediction.status == Status.STARTING, Prediction.deadline <= now)
             .values(status=Status.CANCELED, completed_at=now, error=DEADLINE_ERROR)
-            .returning(Prediction.id)
+            .returning(Prediction.id, WAKE_WAITERS)
         )
         .scalars()
         .all()
@@ -344,7 +329,7 @@ def reap_expired_leases(session: Session) -> tuple[list[str], list[str]]:
         update(Prediction)
         .where(*expired, Prediction.cancel_requested_at.is_not(None))
         .values(status=Status.CANCELED, completed_at=now, lease_expires_at=None)
-        .returning(Prediction.id)
+        .returning(Prediction.id, WAKE_WAITERS)
     ).scalars()
     given_up = session.execute(
         update(Prediction)
@@ -355,7 +340,7 @@ def reap_expired_leases(session: Session) -> tuple[list[str], list[str]]:
             lease_expires_at=None,
             error=func.replace(LEASE_EXPIRED_ERROR, "{attempts}", func.cast(Prediction.attempt, String)),
         )
-        .returning(Prediction.id)
+        .returning(Prediction.id, WAKE_WAITERS)
     ).scalars()
     ended = [*canceled, *given_up]
     _ended(session, ended)

@@ -59,3 +59,8 @@ def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
     # Jobs ahead, plus the ones running now, shared by the workers seen busy (at least one).
     eta = (position + workers) * float(seconds_per_job) / max(workers, 1)
     return QueueStanding(position, round(eta, 3))
+
+
+def standing_if_queued(session: Session, prediction: Prediction) -> QueueStanding | None:
+    """The standing while the prediction is queued (``starting``); None once it has started or ended."""
+    return queue_standing(session, prediction) if prediction.status == Status.STARTING else None

@@ -31,7 +31,7 @@ from api.webhook_target import accept_webhook
 from models.catalog import ModelSpec, find_model
 from models.ids import could_be_id
 from models.lifecycle import request_cancel
-from models.queue_eta import queue_standing
+from models.queue_eta import queue_standing, standing_if_queued
 from models.status import Status
 from models.tables import ApiKey, Prediction
 from models.webhooks import WebhookFormat
@@ -127,7 +127,7 @@ async def request_status(
 
     def present(session: Session) -> tuple[int, dict[str, Any]]:
         prediction = fal_request(session, key, spec, request_id)
-        standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
+        standing = standing_if_queued(session, prediction)
         urls = request_urls(settings.public_url, f"{owner}/{app}", prediction.id)
         return status_body(prediction, urls, standing=standing, with_logs=logs)
 

@@ -31,8 +31,7 @@ from api.waiting import DeferredResponse, parse_prefer_wait, prefer_wait_respons
 from api.webhook_target import accept_webhook, webhook_events
 from models.catalog import ModelSpec, find_model
 from models.lifecycle import request_cancel
-from models.queue_eta import queue_standing
-from models.status import Status
+from models.queue_eta import queue_standing, standing_if_queued
 from models.tables import ApiKey, Prediction
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
@@ -189,7 +188,7 @@ async def get_prediction(
 
     def present(session: Session) -> dict[str, Any]:
         prediction = owned_prediction(session, key, prediction_id)
-        standing = queue_standing(session, prediction) if prediction.status == Status.STARTING else None
+        standing = standing_if_queued(session, prediction)
         return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
 
     # Clients poll this every 0.1-0.5 s: async all the way, so a poll never waits for a free thread.

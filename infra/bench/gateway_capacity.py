@@ -22,12 +22,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 import httpx  # noqa: E402
-import redis  # noqa: E402
+from scratch_farm import scratch_farm  # noqa: E402
 
-from models.db import session_scope  # noqa: E402
-from models.keys import create_api_key  # noqa: E402
 from tests.farm import BIN, UNLIMITED, spawn, stop, wait_healthy  # noqa: E402
-from tests.services import alembic, free_port, postgres_server, redis_server, scratch_database  # noqa: E402
+from tests.services import free_port, postgres_server, redis_server  # noqa: E402
 
 GATEWAY_PROCESSES = int(os.environ.get("BENCH_GATEWAY_PROCESSES", "2"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -64,12 +62,7 @@ def latency_ms(output: str, quantile: str) -> float:
 
 
 def measure(postgres: str, redis_base: str, scratch: Path) -> dict[str, Any]:
-    with scratch_database(postgres) as database_url:
-        alembic(database_url, "upgrade", "head")
-        with session_scope(database_url) as session:
-            key = create_api_key(session, name="bench-gateway")
-        broker_url = f"{redis_base}/{BENCH_REDIS_DB}"
-        redis.Redis.from_url(broker_url).flushdb()
+    with scratch_farm(postgres, redis_base, BENCH_REDIS_DB, "bench-gateway") as (database_url, broker_url, key):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {

@@ -46,6 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models.settings import get_settings  # noqa: E402
 from worker.pipelines.fast_path import SpeedLevers, apply_speed_levers, validate_levers  # noqa: E402
+from worker.pipelines.shared_steps import seed_generators  # noqa: E402
 
 PROMPT = "a red fox in the snow, photograph, golden hour"
 NEGATIVE_PROMPT = "blurry"
@@ -243,7 +244,7 @@ def render(pipe: Any, size: int, steps: int, guidance: float, seeds: list[int], 
             width=size,
             num_inference_steps=steps,
             guidance_scale=guidance,
-            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+            generator=seed_generators(tuple(seeds)),  # as the worker seeds them
             callback_on_step_end=on_step_end,
             output_type="latent",
         ).images

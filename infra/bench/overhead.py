@@ -22,12 +22,11 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-import redis  # noqa: E402
 
-from models.db import session_scope  # noqa: E402
-from models.keys import create_api_key  # noqa: E402
+from scratch_farm import scratch_farm  # noqa: E402
+
 from tests.farm import UNLIMITED, running_farm  # noqa: E402
-from tests.services import alembic, postgres_server, redis_server, scratch_database  # noqa: E402
+from tests.services import postgres_server, redis_server  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_JOBS", "200"))
 WARMUP = 10
@@ -77,12 +76,7 @@ def bare_celery_round_trips(broker_url: str, logs: Path) -> list[float]:
 
 def farm_round_trips(postgres: str, redis_base: str, logs: Path) -> dict[str, list[float]]:
     """Seconds per job: client-seen end to end, predict_time, overhead, and the overhead's parts."""
-    with scratch_database(postgres) as database_url:
-        alembic(database_url, "upgrade", "head")
-        with session_scope(database_url) as session:
-            key = create_api_key(session, name="bench")
-        broker_url = f"{redis_base}/{BENCH_REDIS_DB}"
-        redis.Redis.from_url(broker_url).flushdb()
+    with scratch_farm(postgres, redis_base, BENCH_REDIS_DB, "bench") as (database_url, broker_url, key):
         env = {
             "FARM_DATABASE_URL": database_url,
             "FARM_BROKER_URL": broker_url,

@@ -41,15 +41,15 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 import redis  # noqa: E402
 from overhead import MODEL_PATH, PREFER_WAIT, percentile  # noqa: E402
+from scratch_farm import scratch_farm  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from api.broker import make_celery  # noqa: E402
 from models.db import libpq_url, session_scope  # noqa: E402
-from models.keys import create_api_key  # noqa: E402
 from models.tables import Prediction  # noqa: E402
 from tests.farm import UNLIMITED, running_farm  # noqa: E402
-from tests.services import alembic, postgres_server, redis_server, scratch_database  # noqa: E402
+from tests.services import postgres_server, redis_server  # noqa: E402
 
 WORKER_COUNTS = tuple(int(n) for n in os.environ.get("BENCH_SCALE_WORKERS", "1,2,4,8").split(","))
 SIMULATED_SECONDS = float(os.environ.get("BENCH_SIMULATED_SECONDS", "1.0"))
@@ -206,12 +206,7 @@ def sleep_until(moment: float) -> None:
 def fresh_farm(postgres: str, redis_base: str, logs: Path, name: str, workers: int) -> Iterator[tuple[Any, str, str]]:
     """(farm, database_url, broker_url): the farm on a scratch database and a flushed Redis database;
     ``workers`` 0 starts neither relay nor workers (predictions stay queued)."""
-    with scratch_database(postgres) as database_url:
-        alembic(database_url, "upgrade", "head")
-        with session_scope(database_url) as session:
-            key = create_api_key(session, name="bench-scale")
-        broker_url = f"{redis_base}/{BENCH_REDIS_DB}"
-        redis.Redis.from_url(broker_url).flushdb()
+    with scratch_farm(postgres, redis_base, BENCH_REDIS_DB, "bench-scale") as (database_url, broker_url, key):
         env = {
             "FARM_DATABASE_URL": database_url,
             "FARM_BROKER_URL": broker_url,
