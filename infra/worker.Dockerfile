@@ -35,9 +35,12 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # Ubuntu 24.04's Python 3.12 in a virtualenv (PEP 668 forbids pip into the system interpreter).
 # Ubuntu ships 3.12.3 with security backports; the SSRF guard must not rely on ipaddress.is_global
 # alone anyway (reliability.md §4.5): it must keep its own block list on every interpreter.
+# gcc and the Python headers: with FARM_COMPILE_TRANSFORMER=true, Triton compiles its kernel launchers at
+# worker start, and without a C compiler the warm-up (and so the worker) fails.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.12 python3.12-venv ca-certificates \
+    && apt-get install -y --no-install-recommends python3.12 python3.12-venv python3.12-dev gcc libc6-dev \
+       ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && python3.12 -m venv "$VIRTUAL_ENV"
 

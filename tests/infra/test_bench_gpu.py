@@ -17,7 +17,7 @@ TINY_CPU = [
 ]  # fmt: skip
 ALL_VARIANTS = {
     "eager", "fuse_qkv", "attention_cudnn", "vae_channels_last", "compile", "compile_max_autotune", "cuda_graphs",
-    "all", "all_fp8", "no_t5", "low_memory", "low_memory_no_t5",
+    "all", "fp8", "compile_fp8", "all_fp8", "no_t5", "low_memory", "low_memory_no_t5",
 }  # fmt: skip
 
 
@@ -67,7 +67,7 @@ def test_every_variant_is_listed_and_each_measured_one_has_positive_stage_times(
     assert set(rows) == ALL_VARIANTS
     measured = [row for row in rows.values() if row["status"] == "ok"]
     assert {row["variant"] for row in measured} == ALL_VARIANTS - {
-        "cuda_graphs", "low_memory", "low_memory_no_t5", "all_fp8"
+        "cuda_graphs", "low_memory", "low_memory_no_t5", "fp8", "compile_fp8", "all_fp8"
     }  # fmt: skip
     for row in measured:
         for stage in ("text_s", "denoise_s", "decode_s", "total_s", "step_s"):
@@ -94,8 +94,9 @@ def test_unavailable_variants_say_why(tiny_run: tuple[Any, dict[str, Any]]) -> N
 
     for name in ("cuda_graphs", "low_memory", "low_memory_no_t5"):
         assert (rows[name]["status"], rows[name]["reason"]) == ("skipped", "needs a CUDA device")
-    assert rows["all_fp8"]["status"] == "skipped"
-    assert "torchao" in rows["all_fp8"]["reason"]
+    for name in ("fp8", "compile_fp8", "all_fp8"):
+        assert rows[name]["status"] == "skipped"
+        assert "torchao" in rows[name]["reason"]
 
 
 def test_batches_report_images_per_second(tiny_run: tuple[Any, dict[str, Any]]) -> None:

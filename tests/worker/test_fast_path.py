@@ -11,7 +11,9 @@ import pytest
 import torch
 from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import StableDiffusion3Pipeline
+from PIL import Image
 
+from models.inputs import RenderRequest
 from models.settings import Settings
 from worker.pipelines import random_sd35
 from worker.pipelines.fast_path import (
@@ -22,7 +24,10 @@ from worker.pipelines.fast_path import (
     levers_from_settings,
     levers_tag,
     validate_levers,
+    warm_up,
 )
+from worker.pipelines.image_to_image import image_to_image, img2img_pipeline
+from worker.pipelines.text_to_image import text_to_image
 from worker.pipelines.tiny import build_tiny_pipeline
 
 CPU = torch.device("cpu")
@@ -122,6 +127,51 @@ def test_all_safe_levers_together_compile_without_graph_breaks(eager_pixels: np.
     assert (
         levers_tag(levers) == "+fuse_qkv+attention_kernel=cudnn+vae_channels_last+compile_blocks+compile_backend=eager"
     )
+
+
+def three_block_kinds_pipeline() -> StableDiffusion3Pipeline:
+    """The tiny pipeline with a transformer that has SD3.5 Medium's three block kinds (dual-attention, plain,
+    last), which share one compiled forward and so one recompile limit."""
+    pipe = build_tiny_pipeline()
+    config = pipe.transformer.config
+    torch.manual_seed(0)
+    pipe.transformer = SD3Transformer2DModel(
+        **{key: config[key] for key in ("sample_size", "patch_size", "in_channels", "out_channels", "qk_norm")},
+        **{key: config[key] for key in ("joint_attention_dim", "pooled_projection_dim", "pos_embed_max_size")},
+        num_layers=3,
+        dual_attention_layers=(0,),
+        attention_head_dim=8,
+        num_attention_heads=1,
+        caption_projection_dim=8,
+    ).eval()
+    return pipe
+
+
+def job(width: int, height: int, images: int, guidance: float) -> RenderRequest:
+    return RenderRequest(
+        prompt="a fox", negative_prompt="", width=width, height=height, steps=2, guidance_scale=guidance,
+        seeds=tuple(range(images)), output_format="png", output_quality=90, strength=0.6,
+    )  # fmt: skip
+
+
+def test_after_the_warm_up_no_job_compiles_or_hits_the_recompile_limit() -> None:
+    pipe = three_block_kinds_pipeline()
+    torch._dynamo.reset()
+    apply_speed_levers(pipe, SpeedLevers(compile_blocks=True, compile_backend="eager"))
+
+    warm_up(pipe)  # 3 renders x 3 block kinds: past dynamo's default limit of 8 graphs per code object
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for width, height, images, guidance in [
+        (512, 768, 1, 4.5),
+        (1024, 1024, 4, 4.5),
+        (256, 256, 1, 0.0),
+        (384, 256, 3, 0.0),
+    ]:
+        text_to_image(pipe, job(width, height, images, guidance), lambda done, total: None)
+    init_image = Image.new("RGB", (640, 384), "orange")
+    image_to_image(img2img_pipeline(pipe), job(640, 384, 2, 4.5), init_image, lambda done, total: None)
+
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # every job reused a warm graph
 
 
 def test_compile_cache_dir_is_created_and_given_to_inductor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

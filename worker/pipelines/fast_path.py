@@ -31,8 +31,15 @@ log = logging.getLogger("farm.worker")
 AttentionKernel = Literal["sdpa", "cudnn"]
 CompileMode = Literal["default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune"]
 COMPILE_MODES: tuple[CompileMode, ...] = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
-# The size the worker warms up at: the default output (sample_size x 8), the shape most jobs have.
-WARM_UP_SIZE = 1024
+# Dynamo keeps at most `recompile_limit` graphs (8 by default) per code object, and with fullgraph=True going
+# past it fails the job. The 24 blocks share one forward across three block kinds (dual-attention, plain, last),
+# and each new kind of call (the first size; then any other size or batch; then CFG off) adds a graph per kind.
+BLOCK_GRAPH_LIMIT = 64
+# The worker's warm-up renders, (width, height, images, CFG), so no job pays a compile. The first compiles graphs
+# specialised to the default job. The second changes size and batch at once: torch.compile recompiles with those
+# dimensions dynamic ("automatic dynamic shapes"), and every later size and image count reuses that. The third
+# turns CFG off: a batch of 1, which dynamic shapes specialise.
+WARM_UP_RENDERS = ((1024, 1024, 1, 4.5), (832, 1216, 2, 4.5), (1024, 1024, 1, 1.0))
 FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper have FP8 tensor cores
 
 
@@ -218,6 +225,7 @@ def apply_speed_levers(pipe: StableDiffusion3Pipeline, levers: SpeedLevers, devi
             cache_dir.mkdir(parents=True, exist_ok=True)
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
             os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, BLOCK_GRAPH_LIMIT)
         pipe.transformer._repeated_blocks = ["JointTransformerBlock"]  # empty in diffusers for SD3
         options: dict[str, Any] = {"fullgraph": True, "backend": levers.compile_backend}
         if levers.compile_backend == "inductor":
@@ -243,20 +251,18 @@ def _fuse_qkv(transformer: SD3Transformer2DModel) -> None:
     transformer.set_attn_processor(FusedQKNormJointAttnProcessor())  # type: ignore[arg-type]
 
 
-def warm_up(pipe: StableDiffusion3Pipeline, size: int = WARM_UP_SIZE) -> None:
-    """One short render at `size`² with CFG, so compile time is paid at worker start, not by a user.
-
-    Other sizes compile on their first job (each new shape recompiles the blocks, once).
-    """
-    request = RenderRequest(
-        prompt="warm-up",
-        negative_prompt="",
-        width=size,
-        height=size,
-        steps=2,
-        guidance_scale=4.5,
-        seeds=(0,),
-        output_format="png",
-        output_quality=90,
-    )
-    text_to_image(pipe, request, lambda done, total: None)
+def warm_up(pipe: StableDiffusion3Pipeline) -> None:
+    """Short renders (2 steps) of WARM_UP_RENDERS, so compile time is paid at worker start, not by a user."""
+    for width, height, images, guidance in WARM_UP_RENDERS:
+        request = RenderRequest(
+            prompt="warm-up",
+            negative_prompt="",
+            width=width,
+            height=height,
+            steps=2,
+            guidance_scale=guidance,
+            seeds=tuple(range(images)),
+            output_format="png",
+            output_quality=90,
+        )
+        text_to_image(pipe, request, lambda done, total: None)
