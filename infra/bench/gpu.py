@@ -487,6 +487,10 @@ def main(argv: list[str]) -> int:
         "goal": "not measured: no variant ran",
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every variant: a run cut short (a time limit, a crashed lever) keeps its results
+        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
     reference = None
     for name in args.variants.split(","):
         row, images = run_variant(name, base, templates, args, device, reference)
@@ -497,11 +501,10 @@ def main(argv: list[str]) -> int:
             row["peak_fraction"] = row["achieved_tflops"] / peak if peak else None
         report["variants"].append(row)
         report["goal"] = goal(report["variants"], args, on_gpu)
-        # After every variant: a run cut short (a time limit, a crashed lever) keeps what it measured.
-        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        save()
         print(f"{name}: {row['status']}" + (f" {row['total_s']:.3f} s" if row["status"] == "ok" else ""), flush=True)
     report["batches"] = run_batches(base, templates, args, device)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    save()
     print(markdown(report))
     print(f"wrote {args.output}")
     return 0
