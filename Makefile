@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test test-tools bench bench-scale bench-gpu bench-webhooks bench-gateway lint format clean
+.PHONY: install up test test-tools bench bench-scale bench-gpu bench-webhooks bench-gateway bench-encode lint format clean
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ bench-scale: install
 # full-size weights when the real ones are absent (same compute). Needs a CUDA GPU. Not a test: numbers only.
 bench-gpu: install
 	$(BIN)/python infra/bench/gpu.py
+
+# Output encoding at 1024x1024, one by one against the worker's threads (seconds).
+bench-encode: install
+	$(BIN)/python infra/bench/encode.py
 
 # Creates and polls per second at p99 latency, load from wrk on loopback (installed from apt if missing).
 bench-gateway: install

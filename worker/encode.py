@@ -1,6 +1,8 @@
 """Image encoding for outputs."""
 
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
@@ -16,3 +18,12 @@ def encode_image(image: Image.Image, output_format: str, quality: int) -> bytes:
     else:
         image.convert("RGB").save(buffer, format=pil_format, quality=quality)
     return buffer.getvalue()
+
+
+def encode_images(images: list[Image.Image], output_format: str, quality: int) -> list[bytes]:
+    """Each image encoded as by ``encode_image``, in order, on parallel threads: Pillow's encoders release the
+    GIL, and the worker holds its GPU while it encodes (a 1024x1024 PNG takes ~0.5 s of one core)."""
+    if len(images) < 2:
+        return [encode_image(image, output_format, quality) for image in images]
+    with ThreadPoolExecutor(max_workers=min(len(images), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda image: encode_image(image, output_format, quality), images))

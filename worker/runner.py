@@ -28,7 +28,7 @@ from models.status import Status
 from models.storage import CONTENT_TYPES, Storage, output_key
 from models.tables import Prediction
 from worker.db_retry import CONNECTION_ERRORS, DatabaseUnavailable, first_line, retrying
-from worker.encode import encode_image
+from worker.encode import encode_images
 from worker.pipelines import Predictor
 from worker.progress import ProgressLog
 
@@ -162,7 +162,7 @@ def run_prediction(
             images, has_nsfw_concepts = checker.check(images)
             progress.note(_safety_note(has_nsfw_concepts))
         # Encoding the files is part of predict_time too, as in cog, whose predict() returns written files.
-        encoded = [encode_image(image, request.output_format, request.output_quality) for image in images]
+        encoded = encode_images(images, request.output_format, request.output_quality)
         predict_time = time.perf_counter() - predict_started
 
         # 4. Upload under this attempt's keys.
