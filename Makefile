@@ -50,7 +50,7 @@ bench-scale: install
 bench-gpu: install
 	$(BIN)/python infra/bench/gpu.py
 
-# Output encoding at 1024x1024, one by one against the worker's threads (seconds).
+# Output encoding at 1024x1024, one by one against the worker's threads (runs in seconds).
 bench-encode: install
 	$(BIN)/python infra/bench/encode.py
 
