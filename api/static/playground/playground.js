@@ -291,7 +291,8 @@ form.addEventListener("submit", async (event) => {
     showError(keyField, "Paste your API key here and press Save first.");
     return;
   }
-  setRunning(true);
+  // Cancel is enabled by follow(), once there is a prediction to cancel: a click before that would do nothing.
+  $("#submit").disabled = true;
   showStatus("Submitting…");
   $("#images").replaceChildren();
   $("#details").hidden = true;
