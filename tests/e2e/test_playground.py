@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.farm import JOB_TIMEOUT_S, Farm
 
@@ -192,6 +192,24 @@ def test_cancel_stops_a_running_prediction(page: Page, farm: Farm) -> None:
     expect(page.locator("#status")).to_have_text(re.compile("^Canceled"), timeout=JOB_TIMEOUT_MS)
     expect(page.locator("#images img")).to_have_count(0)
     expect(page.locator("#submit")).to_be_enabled()
+
+
+def test_cancel_waits_for_the_prediction_to_exist(page: Page, farm: Farm) -> None:
+    save_key(page, farm.key)
+    page.fill("#prompt", "a slow one")
+    page.select_option("#num_images", "4")
+    page.fill("#steps", "50")  # long enough to cancel
+    held: list[Route] = []
+    page.route("**/predictions", lambda route: held.append(route))  # the create waits here until let go
+
+    page.click("#submit")
+    expect(page.locator("#status")).to_have_text("Submitting…")
+    expect(page.locator("#cancel")).to_be_disabled()  # nothing to cancel yet: a click would do nothing
+
+    held[0].continue_()
+    expect(page.locator("#cancel")).to_be_enabled()
+    page.click("#cancel")
+    expect(page.locator("#status")).to_have_text(re.compile("^Canceled"), timeout=JOB_TIMEOUT_MS)
 
 
 def test_page_is_served_with_its_assets_and_a_content_security_policy(farm: Farm) -> None:
