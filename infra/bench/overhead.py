@@ -22,7 +22,6 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-
 from scratch_farm import scratch_farm  # noqa: E402
 
 from tests.farm import UNLIMITED, running_farm  # noqa: E402
