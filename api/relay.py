@@ -14,14 +14,14 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import redis
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.broker import make_celery
 from api.reconciler import reconcile
 from api.reconnecting import run_reconnecting, stop_on_signals
 from models.catalog import MODELS
-from models.db import get_sessionmaker, libpq_url
+from models.db import get_engine, libpq_url
 from models.failpoints import NO_FAILPOINTS, Failpoints
 from models.lifecycle import OUTBOX_CHANNEL, expire_deadlines, reap_expired_leases
 from models.settings import Settings, get_settings
@@ -31,18 +31,29 @@ log = logging.getLogger("farm.relay")
 
 BATCH_SIZE = 100
 
+_unsent = (
+    select(OutboxMessage.id)
+    .where(OutboxMessage.sent_at.is_(None))
+    .order_by(OutboxMessage.id)
+    .limit(bindparam("batch_size"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+MARK_BATCH_SENT = (
+    update(OutboxMessage)
+    .where(OutboxMessage.id.in_(_unsent))
+    .values(sent_at=bindparam("sent_at"))
+    .returning(OutboxMessage.id, OutboxMessage.prediction_id, OutboxMessage.task_name, OutboxMessage.queue)
+)
+
 
 def relay_batch(sessions: sessionmaker[Session], celery: Celery, failpoints: Failpoints = NO_FAILPOINTS) -> int:
     """Publish up to BATCH_SIZE unsent messages; return how many were sent. ``failpoints``: tests only."""
     with sessions() as session, session.begin():
+        # One round trip takes the batch and marks it sent; the mark commits only after the publish below.
         # SKIP LOCKED lets several relays share the outbox without publishing a row twice at once.
-        messages = session.scalars(
-            select(OutboxMessage)
-            .where(OutboxMessage.sent_at.is_(None))
-            .order_by(OutboxMessage.id)
-            .limit(BATCH_SIZE)
-            .with_for_update(skip_locked=True)
-        ).all()
+        marked = session.execute(MARK_BATCH_SENT, {"batch_size": BATCH_SIZE, "sent_at": datetime.now(UTC)}).all()
+        messages = sorted(marked, key=lambda message: message.id)  # RETURNING has no order; the queue is FIFO
         if messages:
             failpoints.hit("relay.before_publish")
         for message in messages:
@@ -54,11 +65,6 @@ def relay_batch(sessions: sessionmaker[Session], celery: Celery, failpoints: Fai
             )
         if messages:
             failpoints.hit("relay.after_publish")
-            session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_([m.id for m in messages]))
-                .values(sent_at=datetime.now(UTC))
-            )
     return len(messages)
 
 
@@ -83,13 +89,19 @@ def reconcile_once(sessions: sessionmaker[Session], broker: redis.Redis, grace: 
 def run(settings: Settings) -> None:
     """Relay until SIGTERM/SIGINT: sweep, then sleep until a NOTIFY or the poll interval."""
     stopping = stop_on_signals("relay")
-    sessions = get_sessionmaker(settings.database_url)
+    engine = get_engine(settings.database_url)
     celery = make_celery(settings.broker_url)
     broker = redis.Redis.from_url(settings.broker_url)
     failpoints = Failpoints.from_setting(settings.failpoints)
 
     def serve() -> None:
-        with psycopg.connect(libpq_url(settings.database_url), autocommit=True) as listener:
+        # One connection for the loop's life, not a pooled checkout (and its ping) per batch: a job's path from
+        # the gateway's commit to Redis is one round trip shorter. A lost connection ends serve(); it starts again.
+        with (
+            psycopg.connect(libpq_url(settings.database_url), autocommit=True) as listener,
+            engine.connect() as connection,
+        ):
+            sessions = sessionmaker(connection, expire_on_commit=False)
             listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
             log.info("relay listening on %s", OUTBOX_CHANNEL)
             last_sweep = last_reconcile = time.monotonic()

@@ -39,6 +39,9 @@ ENDED_CHANNEL = "farm_ended"
 WAKE_WAITERS = func.pg_notify(ENDED_CHANNEL, Prediction.id)
 # Relay wake-up channel: NOTIFY is delivered at commit, so the relay never sees uncommitted jobs.
 OUTBOX_CHANNEL = "farm_outbox"
+# The relay's wake-up rides on the insert: one round trip, not two. Delivered at commit, and once: Postgres
+# folds identical notifications of one transaction. Rows go as parameters, so the statement compiles once.
+INSERT_OUTBOX_AND_NOTIFY = insert(OutboxMessage).returning(func.pg_notify(OUTBOX_CHANNEL, ""))
 
 
 def create_prediction(
@@ -87,9 +90,7 @@ def enqueue(session: Session, jobs: list[tuple[str, str]]) -> None:
     if not jobs:
         return
     rows = [{"prediction_id": id_, "task_name": TASK_RENDER, "queue": queue} for id_, queue in jobs]
-    # The relay's wake-up rides on the insert: one round trip, not two. Delivered at commit, and once:
-    # Postgres folds identical notifications of one transaction.
-    session.execute(insert(OutboxMessage).values(rows).returning(func.pg_notify(OUTBOX_CHANNEL, "")))
+    session.connection().execute(INSERT_OUTBOX_AND_NOTIFY, rows)
 
 
 @dataclass(frozen=True)
