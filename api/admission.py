@@ -7,7 +7,7 @@ counted one after another: 20 at once against a cap of 10 admit exactly 10.
 from datetime import UTC, datetime
 
 from fastapi import HTTPException
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from models.settings import Settings
@@ -17,15 +17,21 @@ from models.tables import ApiKey, Prediction
 UNFINISHED = (Status.STARTING, Status.PROCESSING)
 
 
+# Two statements, not one: the count must read after the lock is granted, to see what the holder committed.
+# Built once (every create runs them); the key goes in as a parameter.
+LOCK_KEY = select(ApiKey.id).where(ApiKey.id == bindparam("key_id")).with_for_update()
+COUNT_UNFINISHED = (
+    select(func.count())
+    .select_from(Prediction)
+    .where(Prediction.api_key_id == bindparam("key_id"), Prediction.status.in_(UNFINISHED))
+)
+
+
 def admit(session: Session, key: ApiKey, settings: Settings) -> None:
     """Lock the key's row, then refuse with 429 at the unfinished cap or 402 at the spend cap."""
-    session.execute(select(ApiKey.id).where(ApiKey.id == key.id).with_for_update())
+    session.execute(LOCK_KEY, {"key_id": key.id})
     cap = key.max_unfinished or settings.max_unfinished_per_key
-    unfinished = session.scalar(
-        select(func.count())
-        .select_from(Prediction)
-        .where(Prediction.api_key_id == key.id, Prediction.status.in_(UNFINISHED))
-    )
+    unfinished = session.scalar(COUNT_UNFINISHED, {"key_id": key.id})
     if unfinished is not None and unfinished >= cap:
         raise HTTPException(
             429,

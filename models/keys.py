@@ -6,7 +6,7 @@ import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.tables import ApiKey
@@ -52,10 +52,14 @@ def issue_api_key(
     return row, key
 
 
+# Built once: every request looks its key up, and a statement's cache key costs as much to build as the lookup.
+ACTIVE_KEY_BY_HASH = select(ApiKey).where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
+
+
 def find_active_key(session: Session, key: str) -> ApiKey | None:
     """The unrevoked key matching ``key``, or None. One indexed lookup by hash."""
     digest = hash_key(key)
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)))
+    row = session.scalar(ACTIVE_KEY_BY_HASH, {"digest": digest})
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
     return row

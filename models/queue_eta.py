@@ -6,7 +6,7 @@ Read from Postgres (the truth), not from Redis: a message in Redis may be a dupl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import DateTime, Select, String, bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from models.status import Status
@@ -22,37 +22,51 @@ class QueueStanding:
     eta_seconds: float | None  # estimated wait until it starts; None before any run was measured
 
 
-def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
-    """The standing of a ``starting`` prediction, in one round trip: the jobs ahead of it, the mean
-    GPU-seconds of the model's recent runs, and the workers busy with the model now."""
+def _standing_statement() -> Select[int, float | None, int]:
+    """The jobs ahead of a queued prediction, the mean GPU-seconds of the model's recent runs, and the workers
+    busy with the model now, in one statement. Values go in as parameters, so it compiles once: clients poll."""
+    model = bindparam("model", type_=String())
     ahead = (
         select(func.count())
         .select_from(Prediction)
         .where(
             Prediction.status == Status.STARTING,
-            Prediction.model == prediction.model,
-            tuple_(Prediction.created_at, Prediction.id) < (prediction.created_at, prediction.id),
+            Prediction.model == model,
+            tuple_(Prediction.created_at, Prediction.id)
+            < tuple_(bindparam("created_at", type_=DateTime(timezone=True)), bindparam("id", type_=String())),
         )
     )
     recent = (
         select(Prediction.gpu_seconds)
-        .where(Prediction.model == prediction.model, Prediction.status == Status.SUCCEEDED)
+        .where(Prediction.model == model, Prediction.status == Status.SUCCEEDED)
         .order_by(Prediction.completed_at.desc())
         .limit(THROUGHPUT_SAMPLE)
         .subquery()
     )
     busy = select(func.count(func.distinct(Prediction.worker))).where(
         Prediction.status == Status.PROCESSING,
-        Prediction.model == prediction.model,
-        Prediction.lease_expires_at > datetime.now(UTC),
+        Prediction.model == model,
+        Prediction.lease_expires_at > bindparam("now", type_=DateTime(timezone=True)),
     )
-    position, seconds_per_job, workers = session.execute(
-        select(
-            ahead.scalar_subquery(),
-            select(func.avg(recent.c.gpu_seconds)).scalar_subquery(),
-            busy.scalar_subquery(),
-        )
-    ).one()
+    return select(
+        ahead.scalar_subquery(),
+        select(func.avg(recent.c.gpu_seconds)).scalar_subquery(),
+        busy.scalar_subquery(),
+    )
+
+
+STANDING = _standing_statement()
+
+
+def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
+    """The standing of a ``starting`` prediction, in one round trip."""
+    values = {
+        "model": prediction.model,
+        "created_at": prediction.created_at,
+        "id": prediction.id,
+        "now": datetime.now(UTC),
+    }
+    position, seconds_per_job, workers = session.execute(STANDING, values).one()
     position, workers = int(position or 0), int(workers or 0)
     if seconds_per_job is None:
         return QueueStanding(position, None)
