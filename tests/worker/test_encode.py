@@ -30,3 +30,12 @@ def test_one_image_and_none() -> None:
 
     assert encode_images([image], "webp", 90) == [encode_image(image, "webp", 90)]
     assert encode_images([], "webp", 90) == []
+
+
+def test_png_keeps_every_pixel() -> None:
+    """PNG is written at zlib's fastest level for speed; being lossless, it must decode to the same pixels."""
+    image = Image.effect_noise((96, 64), 60).convert("RGB")
+
+    decoded = Image.open(io.BytesIO(encode_image(image, "png", 80)))
+
+    assert decoded.tobytes() == image.tobytes()
