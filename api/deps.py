@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api.rate_limit import STATE_KEY, check_rate
 from models.db import get_read_sessionmaker, get_sessionmaker
 from models.ids import could_be_id
-from models.keys import find_active_key, touch_key
+from models.keys import find_active_key, find_active_key_loading, touch_key
 from models.settings import Settings, get_settings
 from models.storage import Storage, storage_from_settings
 from models.tables import ApiKey, Prediction
@@ -39,6 +39,9 @@ IdempotencyKeyHeader = Annotated[
 
 # Schemes the peers' clients send: Replicate "Bearer"/"Token", fal "Key".
 AUTH_SCHEMES = ("bearer", "token", "key")
+# The path parameters that name the prediction a polling route reads: GET /v1/predictions/{prediction_id},
+# Eachlabs' GET /{prediction_id}, fal's GET …/requests/{request_id}/status.
+POLLED_ID_PARAMS = ("prediction_id", "request_id")
 
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:
@@ -95,8 +98,9 @@ api_key_scheme = APIKeyHeader(
 )
 
 
-def find_and_touch_key(session: Session, key: str) -> ApiKey | None:
-    row = find_active_key(session, key)
+def find_and_touch_key(session: Session, key: str, polled_id: str | None = None) -> ApiKey | None:
+    """The caller's key, its use recorded; with ``polled_id``, that prediction is loaded in the same round trip."""
+    row = find_active_key(session, key) if polled_id is None else find_active_key_loading(session, key, polled_id)
     if row is not None:
         touch_key(session, row)
     return row
@@ -147,8 +151,13 @@ async def get_reading_key(
     _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
     x_api_key: Annotated[str | None, Security(api_key_scheme)],
 ) -> ApiKey:
-    """The caller's key for the async polling routes: looked up on their read session, so no thread is taken."""
-    return await authenticate(request, settings, x_api_key, lambda key: session.run_sync(find_and_touch_key, key))
+    """The caller's key for the async polling routes: looked up on their read session, so no thread is taken.
+    The prediction the path names comes in the same statement, so the route's own read of it is free."""
+    polled = next((request.path_params[name] for name in POLLED_ID_PARAMS if name in request.path_params), None)
+    polled = polled if polled is not None and could_be_id(polled) else None
+    return await authenticate(
+        request, settings, x_api_key, lambda key: session.run_sync(find_and_touch_key, key, polled)
+    )
 
 
 CurrentKey = Annotated[ApiKey, Depends(get_current_key)]

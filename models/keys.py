@@ -6,10 +6,10 @@ import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from models.tables import ApiKey
+from models.tables import ApiKey, Prediction
 
 KEY_PREFIX = "farm_"
 WEBHOOK_SECRET_PREFIX = "whsec_"
@@ -56,10 +56,36 @@ def issue_api_key(
 ACTIVE_KEY_BY_HASH = select(ApiKey).where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
 
 
+LOADED_PREDICTION = "loaded_prediction"  # Session.info entry of find_active_key_loading
+# The same, with the key's own prediction of a given id beside it (NULLs when there is none).
+ACTIVE_KEY_AND_ITS_PREDICTION = (
+    select(ApiKey, Prediction)
+    .outerjoin(Prediction, and_(Prediction.id == bindparam("prediction_id"), Prediction.api_key_id == ApiKey.id))
+    .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
+)
+
+
 def find_active_key(session: Session, key: str) -> ApiKey | None:
     """The unrevoked key matching ``key``, or None. One indexed lookup by hash."""
     digest = hash_key(key)
-    row = session.scalar(ACTIVE_KEY_BY_HASH, {"digest": digest})
+    return matching(session.scalar(ACTIVE_KEY_BY_HASH, {"digest": digest}), digest)
+
+
+def find_active_key_loading(session: Session, key: str, prediction_id: str) -> ApiKey | None:
+    """As ``find_active_key``, in the same round trip loading the key's prediction ``prediction_id`` into the
+    session, so that a later ``session.get`` of it is answered from the identity map. For polls: they read
+    the caller's key, then one prediction."""
+    digest = hash_key(key)
+    found = session.execute(ACTIVE_KEY_AND_ITS_PREDICTION, {"digest": digest, "prediction_id": prediction_id}).first()
+    row: ApiKey | None = matching(found.ApiKey, digest) if found else None
+    if found is not None and row is not None:
+        # The identity map holds objects weakly: keep the prediction alive until the session ends.
+        session.info[LOADED_PREDICTION] = found.Prediction
+    return row
+
+
+def matching(row: ApiKey | None, digest: str) -> ApiKey | None:
+    """``row`` if its hash is ``digest``, compared in constant time."""
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
     return row

@@ -1,10 +1,8 @@
 """The state machine's compare-and-set transitions on real Postgres."""
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
-import pytest
 from sqlalchemy import func, select, update
 
 from models import lifecycle
@@ -16,17 +14,6 @@ from models.tables import OutboxMessage, Prediction
 
 LEASE_S = 30.0
 LEASE_GONE = timedelta(seconds=1)
-
-
-@pytest.fixture
-def prediction_id(database_url: str, api_key: str) -> Iterator[str]:
-    with session_scope(database_url) as session:
-        key = find_active_key(session, api_key)
-        assert key is not None
-        prediction = lifecycle.create_prediction(
-            session, api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=2
-        )
-    yield prediction.id
 
 
 def status_of(database_url: str, prediction_id: str) -> Prediction:

@@ -1,0 +1,58 @@
+"""Looking a key up by its hash, alone or with the prediction a poll reads."""
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import event
+
+from models.db import get_engine, session_scope
+from models.keys import create_api_key, find_active_key_loading, issue_api_key, revoke_key_row
+from models.tables import Prediction
+
+
+@pytest.fixture
+def statements(database_url: str) -> Iterator[list[str]]:
+    """The SQL the process sends while the test runs."""
+    sent: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement)
+
+    engine = get_engine(database_url)
+    event.listen(engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def test_the_key_and_its_prediction_come_in_one_statement(
+    database_url: str, api_key: str, prediction_id: str, statements: list[str]
+) -> None:
+    with session_scope(database_url) as session:
+        key = find_active_key_loading(session, api_key, prediction_id)
+        prediction = session.get(Prediction, prediction_id)
+
+    assert key is not None and prediction is not None and prediction.api_key_id == key.id
+    assert len(statements) == 1
+
+
+def test_another_keys_prediction_is_not_loaded(database_url: str, prediction_id: str, statements: list[str]) -> None:
+    with session_scope(database_url) as session:
+        other = create_api_key(session, name="other")
+    statements.clear()
+
+    with session_scope(database_url) as session:
+        key = find_active_key_loading(session, other, prediction_id)
+        assert key is not None and key.name == "other"
+        assert session.get(Prediction, prediction_id) is not None  # read afresh: the join left it out
+
+    assert len(statements) == 2
+
+
+def test_a_revoked_or_unknown_key_finds_nothing(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        row, doomed = issue_api_key(session, name="doomed")
+        revoke_key_row(session, row)
+
+    with session_scope(database_url) as session:
+        assert find_active_key_loading(session, doomed, prediction_id) is None
+        assert find_active_key_loading(session, "farm_unknown", prediction_id) is None
