@@ -3,7 +3,10 @@
 The real gateway (uvicorn, GATEWAY_PROCESSES processes) and outbox relay on a scratch database with the
 machine's Postgres and a Redis broker; load from `wrk` (a separate process, C, keep-alive connections)
 on loopback, bounded in time. Per-key limits are lifted (one key makes all the load) but still counted
-in Redis, so their cost is in the numbers. Results are printed and written to var/bench/gateway_capacity.json.
+in Redis, so their cost is in the numbers. Then the same load on the ceilings of `floor_app` (the same
+server stack answering a constant, and one prediction read), as many processes, so the gateway's numbers
+can be read against what this machine allows. Results are printed and written to
+var/bench/gateway_capacity.json.
 """
 
 import json
@@ -99,7 +102,25 @@ def measure(postgres: str, redis_base: str, scratch: Path) -> dict[str, Any]:
         finally:
             stop(gateway)
             stop(relay)
+        results["ceilings"] = ceilings(env, created["id"], scratch)
     return results
+
+
+def ceilings(env: dict[str, str], prediction_id: str, scratch: Path) -> dict[str, Any]:
+    """`floor_app` under the poll's load: a constant answer, and one read of the polled prediction."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(BIN / "uvicorn"), "floor_app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    floor_env = {**env, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(Path(__file__).parent)])}
+    server = spawn("floor", [*argv, "--workers", str(GATEWAY_PROCESSES)], floor_env, scratch)
+    try:
+        wait_healthy(url, server)
+        return {
+            name: wrk(f"{url}{path}", method="GET", key="", connections=CONNECTIONS["poll"], scratch=scratch)
+            for name, path in (("constant", "/constant"), ("one_read", f"/read/{prediction_id}"))
+        }
+    finally:
+        stop(server)
 
 
 def main() -> None:
