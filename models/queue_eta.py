@@ -38,7 +38,9 @@ def _standing_statement() -> Select[int, float | None, int]:
     )
     recent = (
         select(Prediction.gpu_seconds)
-        .where(Prediction.model == model, Prediction.status == Status.SUCCEEDED)
+        # NOT NULL: said by SUCCEEDED already, but only this lets the newest-first scan of completed_at start past
+        # the unfinished rows (NULLs come first in it), which a deep queue has thousands of.
+        .where(Prediction.model == model, Prediction.status == Status.SUCCEEDED, Prediction.completed_at.is_not(None))
         .order_by(Prediction.completed_at.desc())
         .limit(THROUGHPUT_SAMPLE)
         .subquery()
