@@ -98,6 +98,9 @@ class Prediction(Base):
             "status",
             postgresql_where=text("status IN ('starting', 'processing')"),
         ),
+        # Admission counts one key's unfinished predictions under the key's lock (api/admission.py): with this,
+        # it reads that key's rows, not every unfinished row of the farm.
+        Index("ix_predictions_key_status", "api_key_id", "status"),
         # /metrics reads only the predictions finished since its last scrape (models/farm_stats.py).
         Index("ix_predictions_completed", "completed_at"),
     )
