@@ -10,7 +10,7 @@ from sqlalchemy import DateTime, Select, String, bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from models.status import Status
-from models.tables import Prediction
+from models.tables import QUEUED_AT, Prediction
 
 # Recent runs that measure throughput; few enough to follow a change of hardware quickly.
 THROUGHPUT_SAMPLE = 20
@@ -26,14 +26,16 @@ def _standing_statement() -> Select[int, float | None, int]:
     """The jobs ahead of a queued prediction, the mean GPU-seconds of the model's recent runs, and the workers
     busy with the model now, in one statement. Values go in as parameters, so it compiles once: clients poll."""
     model = bindparam("model", type_=String())
+    created_at = bindparam("created_at", type_=DateTime(timezone=True))
     ahead = (
         select(func.count())
         .select_from(Prediction)
         .where(
-            Prediction.status == Status.STARTING,
             Prediction.model == model,
-            tuple_(Prediction.created_at, Prediction.id)
-            < tuple_(bindparam("created_at", type_=DateTime(timezone=True)), bindparam("id", type_=String())),
+            # Through ix_predictions_queue_order: QUEUED_AT is NULL unless queued. The plain comparison is the one
+            # the planner can estimate (a row comparison gets a fixed guess), so it picks that index.
+            QUEUED_AT <= created_at,
+            tuple_(QUEUED_AT, Prediction.id) < tuple_(created_at, bindparam("id", type_=String())),
         )
     )
     recent = (
