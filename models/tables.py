@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import Grouping
 
 from models.db import Base
 from models.status import Status
@@ -124,7 +125,8 @@ class Prediction(Base):
 # the planner statistics of the queued rows alone: counting the jobs ahead of one reads only those
 # (models/queue_eta.py), not every unfinished row.
 QUEUED_AT = case((Prediction.status == literal_column(f"'{Status.STARTING.value}'"), Prediction.created_at))
-Index("ix_predictions_queue_order", Prediction.model, QUEUED_AT, Prediction.id)
+# Grouping: CREATE INDEX wants an expression in parentheses, and SQLAlchemy writes a CASE bare.
+Index("ix_predictions_queue_order", Prediction.model, Grouping(QUEUED_AT), Prediction.id)
 
 
 class OutboxMessage(Base):
