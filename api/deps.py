@@ -153,8 +153,8 @@ async def get_reading_key(
 ) -> ApiKey:
     """The caller's key for the async polling routes: looked up on their read session, so no thread is taken.
     The prediction the path names comes in the same statement, so the route's own read of it is free."""
-    polled = next((request.path_params[name] for name in POLLED_ID_PARAMS if name in request.path_params), None)
-    polled = polled if polled is not None and could_be_id(polled) else None
+    named = (request.path_params.get(name) for name in POLLED_ID_PARAMS)
+    polled = next((value for value in named if value is not None and could_be_id(value)), None)
     return await authenticate(
         request, settings, x_api_key, lambda key: session.run_sync(find_and_touch_key, key, polled)
     )

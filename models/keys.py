@@ -77,11 +77,11 @@ def find_active_key_loading(session: Session, key: str, prediction_id: str) -> A
     the caller's key, then one prediction."""
     digest = hash_key(key)
     found = session.execute(ACTIVE_KEY_AND_ITS_PREDICTION, {"digest": digest, "prediction_id": prediction_id}).first()
-    row: ApiKey | None = matching(found.ApiKey, digest) if found else None
-    if found is not None and row is not None:
-        # The identity map holds objects weakly: keep the prediction alive until the session ends.
-        session.info[LOADED_PREDICTION] = found.Prediction
-    return row
+    if found is None:
+        return None
+    # The identity map holds objects weakly: keep the prediction alive until the session ends.
+    session.info[LOADED_PREDICTION] = found.Prediction
+    return matching(found.ApiKey, digest)
 
 
 def matching(row: ApiKey | None, digest: str) -> ApiKey | None:
