@@ -206,3 +206,10 @@ class RenderRequest:
             init_image_key=init_image_key,
             strength=inputs.prompt_strength if init_image_key is not None else 1.0,
         )
+
+    def batch_shape(self) -> tuple[int, int, int, float, int] | None:
+        """What requests must share to be denoised together in one pipeline call: size, steps, guidance and
+        image count. None for image-to-image, whose init image is its own."""
+        if self.init_image_key is not None:
+            return None
+        return (self.width, self.height, self.steps, self.guidance_scale, len(self.seeds))

@@ -9,11 +9,12 @@ No other module writes ``Prediction.status``. Each transition writes the webhook
 in its own transaction (``models.webhooks``).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, func, insert, null, or_, select, update
+from sqlalchemy import ColumnElement, String, func, insert, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.catalog import ModelSpec, find_model
@@ -21,7 +22,7 @@ from models.cost import RunCost
 from models.ids import new_prediction_id
 from models.queue import TASK_RENDER
 from models.status import Status
-from models.tables import OutboxMessage, Prediction
+from models.tables import QUEUED_AT, OutboxMessage, Prediction
 from models.webhooks import WebhookTarget, record_events
 
 DEADLINE_ERROR = "Canceled: the Cancel-After deadline passed."
@@ -42,6 +43,8 @@ OUTBOX_CHANNEL = "farm_outbox"
 # The relay's wake-up rides on the insert: one round trip, not two. Delivered at commit, and once: Postgres
 # folds identical notifications of one transaction. Rows go as parameters, so the statement compiles once.
 INSERT_OUTBOX_AND_NOTIFY = insert(OutboxMessage).returning(func.pg_notify(OUTBOX_CHANNEL, ""))
+# How many of the oldest queued predictions a batching worker looks through for ones that fit its batch.
+COMPANION_SCAN_ROWS = 64
 
 
 def create_prediction(
@@ -106,11 +109,44 @@ class Claim:
 def claim(session: Session, *, prediction_id: str, worker: str, lease_seconds: float) -> Claim | None:
     """starting → processing, taking the next attempt. None when another execution owns it, it is
     finished or canceled, or its attempts are used up."""
+    claims = _claim_where(session, Prediction.id == prediction_id, worker=worker, lease_seconds=lease_seconds)
+    return claims[0] if claims else None
+
+
+def claim_companions(
+    session: Session,
+    *,
+    lead: Claim,
+    worker: str,
+    lease_seconds: float,
+    limit: int,
+    fits: Callable[[dict[str, Any], int], bool],
+) -> list[Claim]:
+    """Claim up to ``limit`` more queued predictions of the lead's model, oldest first, that ``fits`` accepts
+    (given their input and seed), to be denoised in one pipeline call with the lead. Image-to-image predictions
+    are never taken, and rows another worker is claiming are skipped, not waited for. Their own broker messages
+    later fail the claim harmlessly."""
+    assert lead.row is not None, "the lead's claim carries its row"
+    candidates = session.execute(
+        select(Prediction.id, Prediction.input, Prediction.seed)
+        .where(Prediction.model == lead.row.model, QUEUED_AT.is_not(None), Prediction.image_key.is_(None))
+        .order_by(QUEUED_AT, Prediction.id)  # ix_predictions_queue_order
+        .limit(COMPANION_SCAN_ROWS)
+        .with_for_update(skip_locked=True)
+    ).all()
+    chosen = [prediction_id for prediction_id, inputs, seed in candidates if fits(inputs, seed)][:limit]
+    if not chosen:
+        return []
+    return _claim_where(session, Prediction.id.in_(chosen), worker=worker, lease_seconds=lease_seconds)
+
+
+def _claim_where(session: Session, which: ColumnElement[bool], *, worker: str, lease_seconds: float) -> list[Claim]:
+    """The claim's compare-and-set on the predictions ``which`` selects, with the start events it causes."""
     now = datetime.now(UTC)
     claimed = session.execute(
         update(Prediction)
         .where(
-            Prediction.id == prediction_id,
+            which,
             Prediction.status == Status.STARTING,
             Prediction.attempt < Prediction.max_attempts,
             or_(Prediction.deadline.is_(None), Prediction.deadline > now),
@@ -123,14 +159,12 @@ def claim(session: Session, *, prediction_id: str, worker: str, lease_seconds: f
             lease_expires_at=now + timedelta(seconds=lease_seconds),
         )
         .returning(Prediction, HAS_WEBHOOK)
-    ).first()
-    if claimed is None:
-        return None
-    row, has_webhook = claimed
-    attempt = row.attempt
-    if attempt == 1 and has_webhook:  # a retried attempt is not a new start
-        record_events(session, [prediction_id], "start", terminal=False)
-    return Claim(prediction_id, attempt, row)
+    ).all()
+    # A retried attempt is not a new start.
+    started = [row.id for row, has_webhook in claimed if row.attempt == 1 and has_webhook]
+    if started:
+        record_events(session, started, "start", terminal=False)
+    return [Claim(row.id, row.attempt, row) for row, _ in claimed]
 
 
 def _ended(session: Session, prediction_ids: list[str], *, with_output: bool = False, has_webhook: bool = True) -> None:

@@ -105,6 +105,15 @@ class Settings(BaseSettings):
         description="Do not load the T5-XXL text encoder (9.5 GB in bf16): its embeddings become zeros. Changes "
         "pixels (mostly text rendering and long prompts).",
     )
+    batch_max_images: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Worker: the most images one pipeline call renders. Above 1, a worker that claims a "
+        "text-to-image job also claims queued ones of the same size, steps, guidance and image count (oldest "
+        "first) and denoises them together. 1 (the default): each job runs alone. Batched kernels can change "
+        "pixels at float-rounding level, and batching pays at small sizes: measure with `make bench-gpu` first.",
+    )
     safety_checker_path: str = Field(
         default="",
         description="Local directory of a diffusers StableDiffusionSafetyChecker plus its CLIP image processor "

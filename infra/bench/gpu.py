@@ -12,7 +12,8 @@ worker/pipelines/fast_path.py, applied to fresh copies of the transformer and VA
    peak; peak GPU memory (torch.cuda.max_memory_allocated); the pixel difference from the eager variant on
    the same seed.
 
-Then images per second for batch sizes at 512x512. Without the real weights (FARM_MODEL_PATH or --model-path,
+Then images per second for batch sizes at 512x512, each image a job of its own prompt and seed in one pipeline
+call, as a batching worker runs them (FARM_BATCH_MAX_IMAGES). Without the real weights (FARM_MODEL_PATH or --model-path,
 local only) it builds the full-size architecture with random weights: the same compute, meaningless pixels,
 and says so. `--preset tiny --device cpu` runs the plumbing on a CPU in seconds: NOT a GPU measurement, and
 labelled so. Writes a Markdown table to stdout and JSON to var/bench/gpu.json. A benchmark: it asserts nothing.
@@ -44,9 +45,11 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from models.inputs import RenderRequest  # noqa: E402
 from models.settings import get_settings  # noqa: E402
 from worker.pipelines.fast_path import SpeedLevers, apply_speed_levers, validate_levers  # noqa: E402
 from worker.pipelines.shared_steps import seed_generators  # noqa: E402
+from worker.pipelines.text_to_image import text_to_image_batch  # noqa: E402
 
 PROMPT = "a red fox in the snow, photograph, golden hour"
 NEGATIVE_PROMPT = "blurry"
@@ -344,7 +347,8 @@ def run_variant(
 def run_batches(
     base: Any, templates: dict[str, torch.nn.Module], args: argparse.Namespace, device: torch.device
 ) -> list[dict[str, Any]]:
-    """Images per second of the eager pipeline for each batch size at --batch-size-px."""
+    """Images per second of the eager pipeline for each batch size at --batch-size-px, rendered as a batching
+    worker (FARM_BATCH_MAX_IMAGES) renders queued jobs: one pipeline call, each job with its own prompt and seed."""
     sizes = [int(n) for n in args.batch_sizes.split(",") if n]
     if not sizes:
         return []
@@ -352,12 +356,46 @@ def run_batches(
     pipe = variant_pipeline(base, templates, device)
     rows = []
     for batch in sizes:
-        seeds = [args.seed + i for i in range(batch)]
-        _, renders, peak = timed(pipe, args, device, args.batch_size_px, seeds)
-        total = statistics.median(r.total_s for r in renders)
-        rows.append({"batch": batch, "size": args.batch_size_px, "total_s": total, "images_per_s": batch / total})
-        rows[-1]["peak_memory_gib"] = peak
+        jobs = [
+            RenderRequest(
+                prompt=f"{PROMPT}, number {job}",
+                negative_prompt=NEGATIVE_PROMPT,
+                width=args.batch_size_px,
+                height=args.batch_size_px,
+                steps=args.steps,
+                guidance_scale=args.guidance,
+                seeds=(args.seed + job,),
+                output_format="png",
+                output_quality=90,
+            )
+            for job in range(batch)
+        ]
+        for _ in range(args.warmups):
+            text_to_image_batch(pipe, jobs, no_progress)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        totals = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            text_to_image_batch(pipe, jobs, no_progress)  # returns PIL images: the GPU work is done
+            totals.append(time.perf_counter() - started)
+        total = statistics.median(totals)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        rows.append(
+            {
+                "batch": batch,
+                "size": args.batch_size_px,
+                "total_s": total,
+                "images_per_s": batch / total,
+                "peak_memory_gib": peak,
+            }
+        )
     return rows
+
+
+def no_progress(done: int, total: int) -> None:
+    pass
 
 
 def peak_tflops(device: torch.device, override: float | None) -> tuple[float | None, str]:

@@ -3,17 +3,14 @@
 The schedule spans about a day, so its test drives ``decide`` with a clock of its own; everything else
 runs on the real database."""
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from models import lifecycle
-from models.catalog import SD35_MEDIUM
 from models.cost import RunCost
 from models.db import session_scope
-from models.keys import find_active_key
 from models.tables import WebhookAttempt, WebhookEvent
 from models.webhooks import (
     DEFAULT_RETRY_SCHEDULE,
@@ -28,28 +25,19 @@ from models.webhooks import (
     finish_attempt,
     parse_schedule,
 )
+from tests.models.conftest import NewPrediction
 
 LEASE = timedelta(seconds=30)
 
 
-def create(database_url: str, api_key: str, events: tuple[str, ...] = EVENTS) -> str:
-    with session_scope(database_url) as session:
-        key = find_active_key(session, api_key)
-        assert key is not None
-        return lifecycle.create_prediction(
-            session,
-            api_key_id=key.id,
-            spec=SD35_MEDIUM,
-            inputs={"prompt": "x"},
-            seed=1,
-            max_attempts=2,
-            webhook=WebhookTarget("https://example.com/hook", events, WebhookFormat.NATIVE),
-        ).id
+def hook(events: tuple[str, ...] = EVENTS) -> WebhookTarget:
+    return WebhookTarget("https://example.com/hook", events, WebhookFormat.NATIVE)
 
 
 @pytest.fixture
-def prediction_id(database_url: str, api_key: str) -> Iterator[str]:
-    yield create(database_url, api_key)
+def prediction_id(new_prediction: NewPrediction) -> str:
+    """A queued prediction with a webhook for every event."""
+    return new_prediction(webhook=hook())
 
 
 def events_of(database_url: str, prediction_id: str) -> list[WebhookEvent]:
@@ -114,8 +102,8 @@ def test_heartbeats_closer_than_half_a_second_make_one_progress_event(database_u
     assert [event.event for event in events_of(database_url, prediction_id)] == ["start", "output", "completed"]
 
 
-def test_the_filter_decides_which_events_are_written(database_url: str, api_key: str) -> None:
-    prediction_id = create(database_url, api_key, events=("completed",))
+def test_the_filter_decides_which_events_are_written(database_url: str, new_prediction: NewPrediction) -> None:
+    prediction_id = new_prediction(webhook=hook(("completed",)))
     run_to_success(database_url, prediction_id, beats=1)
 
     assert [event.event for event in events_of(database_url, prediction_id)] == ["completed"]

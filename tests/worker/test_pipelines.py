@@ -123,6 +123,25 @@ def test_each_image_depends_on_its_own_seed_only(predictor: TinyPredictor) -> No
     assert mean_abs_difference(batched, alone) < 1
 
 
+def test_a_batch_gives_each_request_its_own_prompt_and_seeds(predictor: TinyPredictor) -> None:
+    fox, boat = make_request(seeds=(1, 2)), make_request(prompt="a blue boat at sea", negative_prompt="", seeds=(7, 8))
+    batched = predictor.predict_batch([fox, boat], no_progress)
+
+    assert [len(images) for images in batched] == [2, 2]
+    for request, images in zip([fox, boat], batched, strict=True):
+        alone = predictor.predict(request, no_progress)
+        # As solo renders, up to rounding (the batch's matmuls have other shapes).
+        assert all(mean_abs_difference(a, b) < 1 for a, b in zip(images, alone, strict=True))
+    assert mean_abs_difference(batched[0][0], batched[1][0]) > 10
+
+
+def test_a_batch_of_other_shapes_fails_before_running(predictor: TinyPredictor) -> None:
+    steps: list[int] = []
+    with pytest.raises(ValueError, match="must share size, steps, guidance and image count"):
+        predictor.predict_batch([make_request(), make_request(steps=5)], lambda done, total: steps.append(done))
+    assert steps == []
+
+
 def test_the_prompt_changes_the_pixels(predictor: TinyPredictor) -> None:
     (fox,) = predictor.predict(make_request(seeds=(1,)), no_progress)
     (boat,) = predictor.predict(make_request(prompt="a blue boat at sea", seeds=(1,)), no_progress)

@@ -1,18 +1,19 @@
 """The runner on real Postgres, local storage and the real tiny pipeline."""
 
 import io
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops, ImageStat
 from sqlalchemy import text
 
 from models import lifecycle
 from models.catalog import SD35_MEDIUM
 from models.db import session_scope
 from models.ids import new_prediction_id
-from models.inputs import RenderRequest
+from models.inputs import RenderRequest, SD35Input
 from models.keys import find_active_key
 from models.settings import Settings
 from models.status import Status
@@ -116,7 +117,7 @@ class CancelAtStep:
         self.build, self.gpu_class = predictor.build, predictor.gpu_class
         self.steps_seen: list[int] = []
 
-    def predict(self, request: RenderRequest, on_step: Callable[[int, int], None]) -> list[object]:
+    def watched(self, on_step: Callable[[int, int], None]) -> Callable[[int, int], None]:
         def watched(step: int, total: int) -> None:
             self.steps_seen.append(step)
             if step == self.at:
@@ -124,7 +125,15 @@ class CancelAtStep:
                     lifecycle.request_cancel(session, prediction_id=self.prediction_id)
             on_step(step, total)
 
-        return self.predictor.predict(request, watched)  # type: ignore[return-value]
+        return watched
+
+    def predict(self, request: RenderRequest, on_step: Callable[[int, int], None]) -> list[Image.Image]:
+        return self.predictor.predict(request, self.watched(on_step))
+
+    def predict_batch(
+        self, requests: list[RenderRequest], on_step: Callable[[int, int], None]
+    ) -> list[list[Image.Image]]:
+        return self.predictor.predict_batch(requests, self.watched(on_step))
 
 
 def test_cancel_while_running_stops_at_the_next_step_with_no_output(
@@ -147,6 +156,9 @@ class RaisesInPredict:
     build, gpu_class = "raises", "cpu"
 
     def predict(self, request: RenderRequest, on_step: Callable[[int, int], None]) -> Iterator[object]:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    def predict_batch(self, requests: list[RenderRequest], on_step: Callable[[int, int], None]) -> Iterator[object]:
         raise RuntimeError("CUDA out of memory (simulated)")
 
 
@@ -270,3 +282,77 @@ def test_without_a_checker_has_nsfw_concepts_is_sql_null_and_the_logs_say_why(
             text("SELECT has_nsfw_concepts IS NULL FROM predictions WHERE id = :id"), {"id": prediction_id}
         ).scalar_one()
     assert stored is True  # never a made-up false, nor a JSON null
+
+
+# Batching: each test's shape is its own, so no other test's queued job fits its batch.
+BATCHABLE = {"prompt": "a red fox", "width": 288, "height": 272, "steps": 3, "output_format": "png"}
+
+
+@pytest.fixture
+def batching(settings: Settings) -> Settings:
+    return settings.model_copy(update={"batch_max_images": 3})
+
+
+def test_a_batch_renders_queued_jobs_that_fit_with_the_claimed_one(
+    batching: Settings, storage: LocalStorage, tiny: Predictor, new_prediction: Callable[[dict[str, object]], str]
+) -> None:
+    prompts = {new_prediction({**BATCHABLE, "prompt": prompt}): prompt for prompt in ("a fox", "a boat", "an owl")}
+    lead, boat, owl = prompts
+    other_steps = new_prediction({**BATCHABLE, "steps": 4})
+    no_room = new_prediction(BATCHABLE)  # the batch holds 3 images
+
+    started = time.perf_counter()
+    assert run_prediction(lead, settings=batching, predictor=tiny, storage=storage) is Status.SUCCEEDED
+    elapsed = time.perf_counter() - started
+
+    done = {prediction_id: row(batching.database_url, prediction_id) for prediction_id in prompts}
+    assert {(job.status, job.attempt, job.worker) for job in done.values()} == {
+        (Status.SUCCEEDED, 1, done[lead].worker)
+    }
+    assert [row(batching.database_url, left).status for left in (other_steps, no_room)] == [Status.STARTING] * 2
+    for prediction_id, prompt in prompts.items():
+        job = done[prediction_id]
+        assert "3/3" in job.logs
+        assert job.price_usd == pytest.approx(0.02 * 288 * 272 / 1e6)
+        assert job.output_keys is not None
+        (image,) = [Image.open(io.BytesIO(storage.get(key))) for key in job.output_keys]
+        request = RenderRequest.from_input(SD35Input.model_validate({**BATCHABLE, "prompt": prompt}), seed=5)
+        (alone,) = tiny.predict(request, lambda step, total: None)
+        # Its own prompt and seed, as a solo run renders them up to rounding.
+        assert sum(ImageStat.Stat(ImageChops.difference(image.convert("RGB"), alone)).mean) / 3 < 1
+    # The GPU time is shared, not counted once per job.
+    assert sum(job.gpu_seconds or 0 for job in done.values()) <= elapsed
+    # Their own deliveries find them taken.
+    assert run_prediction(boat, settings=batching, predictor=tiny, storage=storage) is None
+    assert run_prediction(owl, settings=batching, predictor=tiny, storage=storage) is None
+
+
+def test_a_job_canceled_during_its_batch_ends_canceled_and_the_others_finish(
+    batching: Settings, storage: LocalStorage, tiny: Predictor, new_prediction: Callable[[dict[str, object]], str]
+) -> None:
+    shape = {**BATCHABLE, "width": 272, "height": 288}
+    lead, canceled = new_prediction(shape), new_prediction({**shape, "prompt": "a boat"})
+    canceling = CancelAtStep(tiny, batching.database_url, canceled, at=2)
+
+    status = run_prediction(lead, settings=batching, predictor=canceling, storage=storage)  # type: ignore[arg-type]
+
+    assert status is Status.SUCCEEDED
+    assert canceling.steps_seen == [1, 2, 3]
+    stopped = row(batching.database_url, canceled)
+    assert (stopped.status, stopped.output_keys, stopped.progress_step) == (Status.CANCELED, None, 2)
+    assert not (Path(batching.storage_url) / "outputs" / canceled).exists()
+    assert row(batching.database_url, lead).output_keys is not None
+
+
+def test_an_exception_in_a_batch_fails_every_job_of_it(
+    batching: Settings, storage: LocalStorage, new_prediction: Callable[[dict[str, object]], str]
+) -> None:
+    shape = {**BATCHABLE, "width": 304, "height": 256}
+    jobs = [new_prediction(shape), new_prediction({**shape, "prompt": "a boat"})]
+
+    status = run_prediction(jobs[0], settings=batching, predictor=RaisesInPredict(), storage=storage)  # type: ignore[arg-type]
+
+    assert status is Status.FAILED
+    assert {(row(batching.database_url, job).status, row(batching.database_url, job).error) for job in jobs} == {
+        (Status.FAILED, "RuntimeError: CUDA out of memory (simulated)")
+    }

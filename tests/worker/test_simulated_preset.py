@@ -45,6 +45,22 @@ def test_it_sleeps_the_set_time_per_image_reporting_every_step() -> None:
     assert images[0].getpixel((255, 127)) != images[1].getpixel((255, 127))  # colour follows the seed
 
 
+def test_a_batch_sleeps_for_all_its_images_and_returns_each_request_its_own() -> None:
+    predictor = load_predictor("simulated", model_path="", simulated_seconds=SECONDS)
+    steps: list[tuple[int, int]] = []
+
+    started = time.perf_counter()
+    batched = predictor.predict_batch(
+        [request(), request(seeds=(9, 10))], lambda done, total: steps.append((done, total))
+    )
+    elapsed = time.perf_counter() - started
+
+    assert steps == [(step, 8) for step in range(1, 9)]
+    assert elapsed >= 4 * SECONDS  # four images in one call
+    alone = predictor.predict(request(seeds=(9, 10)), lambda done, total: None)
+    assert [image.tobytes() for image in batched[1]] == [image.tobytes() for image in alone]
+
+
 def test_it_is_labelled_a_simulation() -> None:
     predictor = load_predictor("simulated", model_path="", simulated_seconds=SECONDS)
     image = predictor.predict(request(seeds=(0,)), lambda done, total: None)[0]

@@ -4,7 +4,7 @@ This package imports torch and diffusers (in its submodules, loaded on first use
 import it, never the gateway or `models`.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Protocol
 
@@ -39,6 +39,11 @@ class Predictor(Protocol):
     ) -> list[Image.Image]:
         """One RGB image per seed in `request.seeds`, each exactly request.width x request.height; from
         `init_image` (image-to-image at `request.strength`) when one is given."""
+        ...
+
+    def predict_batch(self, requests: Sequence[RenderRequest], on_step: OnStep) -> list[list[Image.Image]]:
+        """Text-to-image `requests` sharing `RenderRequest.batch_shape`, denoised together in one pipeline call:
+        one image list per request, each as `predict` would return it (up to float rounding)."""
         ...
 
 

@@ -1,5 +1,6 @@
 """Stable Diffusion 3.5 Medium from local weights: bf16 on CUDA, fp32 on CPU. Never downloads."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from worker.pipelines.fast_path import (
     warm_up,
 )
 from worker.pipelines.image_to_image import image_to_image, img2img_pipeline
-from worker.pipelines.text_to_image import text_to_image
+from worker.pipelines.text_to_image import text_to_image, text_to_image_batch
 
 HUB_REPO = "stabilityai/stable-diffusion-3.5-medium"
 
@@ -79,3 +80,6 @@ class SD35Predictor:
         if init_image is None:
             return text_to_image(self.pipe, request, on_step)
         return image_to_image(self.img2img, request, init_image, on_step)
+
+    def predict_batch(self, requests: Sequence[RenderRequest], on_step: OnStep) -> list[list[Image.Image]]:
+        return text_to_image_batch(self.pipe, requests, on_step)

@@ -14,6 +14,7 @@ time limit (so only the hard limit stops it).
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
@@ -73,10 +74,16 @@ class SimulatedPredictor:
     def predict(
         self, request: RenderRequest, on_step: OnStep, init_image: Image.Image | None = None
     ) -> list[Image.Image]:
-        steps = simulated_steps(request, init_image)
-        # A real pipeline denoises all images of a request together: each step costs all of them a step.
-        step_seconds = self.seconds_per_image * len(request.seeds) / steps
-        if self.faults.wanted(self.faults.ignore_soft_limit_marker, request.prompt):
+        return self._render([request], simulated_steps(request, init_image), on_step)[0]
+
+    def predict_batch(self, requests: Sequence[RenderRequest], on_step: OnStep) -> list[list[Image.Image]]:
+        return self._render(requests, requests[0].steps, on_step)
+
+    def _render(self, requests: Sequence[RenderRequest], steps: int, on_step: OnStep) -> list[list[Image.Image]]:
+        prompts = " ".join(request.prompt for request in requests)
+        # A real pipeline denoises all images of a call together: each step costs all of them a step.
+        step_seconds = self.seconds_per_image * sum(len(request.seeds) for request in requests) / steps
+        if self.faults.wanted(self.faults.ignore_soft_limit_marker, prompts):
             # Left blocked: the process only ends by the hard limit's kill (or, on time, the next job unblocks it).
             signal.pthread_sigmask(signal.SIG_BLOCK, {SOFT_TIME_LIMIT_SIGNAL})
         else:
@@ -84,7 +91,9 @@ class SimulatedPredictor:
         for step in range(1, steps + 1):
             # A plain sleep per step: time spent in on_step (heartbeats) adds to the run, as it stalls a GPU.
             time.sleep(step_seconds)
-            if self.faults.wanted(self.faults.crash_marker, request.prompt):
+            if self.faults.wanted(self.faults.crash_marker, prompts):
                 os.kill(os.getpid(), signal.SIGKILL)  # as a segfault or the OOM killer would
             on_step(step, steps)  # raising here (cancel, lost claim) stops the run, as in the real pipelines
-        return [placeholder_image(seed, request.width, request.height) for seed in request.seeds]
+        return [
+            [placeholder_image(seed, request.width, request.height) for seed in request.seeds] for request in requests
+        ]

@@ -8,6 +8,7 @@ process on the same library versions.
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokeni
 from models.inputs import RenderRequest
 from worker.pipelines import OnStep, build_id
 from worker.pipelines.image_to_image import image_to_image, img2img_pipeline
-from worker.pipelines.text_to_image import text_to_image
+from worker.pipelines.text_to_image import text_to_image, text_to_image_batch
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -155,3 +156,6 @@ class TinyPredictor:
         if init_image is None:
             return text_to_image(self.pipe, request, on_step)
         return image_to_image(self.img2img, request, init_image, on_step)
+
+    def predict_batch(self, requests: Sequence[RenderRequest], on_step: OnStep) -> list[list[Image.Image]]:
+        return text_to_image_batch(self.pipe, requests, on_step)
