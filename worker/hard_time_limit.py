@@ -3,8 +3,9 @@
 The soft limit lets the runner record a readable failure; a job that ignores it (stuck outside Python)
 is killed at the hard limit, and the killed child can record nothing. The worker's parent process, which
 did the killing, ends the prediction ``failed`` here instead, at once: the message is acknowledged on a
-timeout (a hang would repeat), and waiting for the lease to expire would only run it again. No torch here:
-this runs in the parent.
+timeout (a hang would repeat), and waiting for the lease to expire would only run it again. Jobs batched with
+it (FARM_BATCH_MAX_IMAGES) are not named by the task: their leases run out and the reaper queues them again. No
+torch here: this runs in the parent.
 """
 
 import logging

@@ -54,6 +54,8 @@ def worker_name(settings: Settings, pid: int | None = None) -> str:
     return settings.worker_name or f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
+# What each job of a batch says in its logs: its predict_time covers the whole call.
+BATCHED = "Batched: denoised in one pipeline call with {others} other queued job(s) of the same size and steps."
 # What a prediction stopped by the soft time limit says.
 SOFT_TIME_LIMIT_ERROR = "Prediction took longer than {seconds:g} s, the worker's time limit, and was stopped."
 
@@ -286,6 +288,8 @@ def take_companions(
             _fail(db, claim, f"{error.__class__.__name__}: {error}", None, cost=None)  # it held no GPU
     if companions:
         log.info("prediction %s: batched with %s", lead.prediction_id, _ids(companions))
+        for job in [lead, *companions]:
+            job.progress.note(BATCHED.format(others=len(companions)))
     return companions
 
 

@@ -21,7 +21,7 @@ from models.storage import LocalStorage, init_image_key
 from models.tables import Prediction
 from tests.worker.test_safety import save_tiny_safety_checker
 from worker.pipelines import Predictor, load_predictor
-from worker.runner import NO_SAFETY_CHECKER, SAFETY_CHECKER_DISABLED, run_prediction
+from worker.runner import BATCHED, NO_SAFETY_CHECKER, SAFETY_CHECKER_DISABLED, run_prediction
 from worker.safety import SafetyChecker, load_safety_checker
 
 SMALL = {"prompt": "a red fox", "width": 256, "height": 256, "steps": 4, "output_format": "png"}
@@ -312,7 +312,7 @@ def test_a_batch_renders_queued_jobs_that_fit_with_the_claimed_one(
     assert [row(batching.database_url, left).status for left in (other_steps, no_room)] == [Status.STARTING] * 2
     for prediction_id, prompt in prompts.items():
         job = done[prediction_id]
-        assert "3/3" in job.logs
+        assert "3/3" in job.logs and BATCHED.format(others=2) in job.logs
         assert job.price_usd == pytest.approx(0.02 * 288 * 272 / 1e6)
         assert job.output_keys is not None
         (image,) = [Image.open(io.BytesIO(storage.get(key))) for key in job.output_keys]
