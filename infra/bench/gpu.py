@@ -122,6 +122,10 @@ class Clock:
         else:
             self.marks.append(time.perf_counter())
 
+    def on_step(self, done: int, total: int) -> None:
+        """A mark after each denoising step, as the worker's step callback."""
+        self.mark()
+
     def seconds(self, start: int, end: int) -> float:
         if self.cuda:
             torch.cuda.synchronize()
@@ -152,6 +156,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}: use {', '.join(VARIANTS)}")
+    if args.steps < 2:
+        parser.error(f"--steps must be at least 2 (the first step's time includes the set-up), not {args.steps}")
     return args
 
 
@@ -375,18 +381,25 @@ def run_batches(
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        totals = []
+        totals, steps = [], []
         for _ in range(args.repeats):
-            started = time.perf_counter()
-            text_to_image_batch(pipe, jobs, no_progress)  # returns PIL images: the GPU work is done
-            totals.append(time.perf_counter() - started)
-        total = statistics.median(totals)
+            clock = Clock(device)
+            clock.mark()
+            text_to_image_batch(pipe, jobs, clock.on_step)
+            clock.mark()  # PIL images returned: the GPU work is done
+            last = len(clock.marks) - 1  # marks: start, each step, end
+            totals.append(clock.seconds(0, last))
+            steps += [clock.seconds(i, i + 1) for i in range(1, last - 1)]  # the first step includes the set-up
+        total, step = statistics.median(totals), statistics.median(steps)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         rows.append(
             {
                 "batch": batch,
                 "size": args.batch_size_px,
                 "total_s": total,
+                "step_s": step,
+                # Text encoding, set-up and decoding: where a slow batch of 1 spends its time, if not in steps.
+                "outside_steps_s": total - step * args.steps,
                 "images_per_s": batch / total,
                 "peak_memory_gib": peak,
             }
@@ -471,11 +484,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"{fraction_text} | {num(row['peak_memory_gib'], 2)} | {num(row['warmup_s'], 1)} | {diff_text} |"
         )
     if report["batches"]:
-        lines += ["", "| batch | size | total s | images/s | peak GiB |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| batch | size | total s | step ms | outside steps s | images/s | peak GiB |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in report["batches"]:
             lines.append(
-                f"| {row['batch']} | {row['size']} | {num(row['total_s'])} | {num(row['images_per_s'], 2)} | "
-                f"{num(row['peak_memory_gib'], 2)} |"
+                f"| {row['batch']} | {row['size']} | {num(row['total_s'])} | {num(row['step_s'] * 1000, 1)} | "
+                f"{num(row['outside_steps_s'])} | {num(row['images_per_s'], 2)} | {num(row['peak_memory_gib'], 2)} |"
             )
     return "\n".join(lines)
 

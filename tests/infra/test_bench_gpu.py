@@ -105,8 +105,10 @@ def test_batches_report_images_per_second(tiny_run: tuple[Any, dict[str, Any]]) 
     assert [(row["batch"], row["size"]) for row in report["batches"]] == [(1, 64), (2, 64)]
     for row in report["batches"]:
         assert row["images_per_s"] == pytest.approx(row["batch"] / row["total_s"])
+        assert 0 < row["step_s"] * 2 < row["total_s"]
+        assert row["outside_steps_s"] == pytest.approx(row["total_s"] - 2 * row["step_s"])
     assert "| variant | text s | denoise s |" in done.stdout
-    assert "| batch | size | total s | images/s |" in done.stdout
+    assert "| batch | size | total s | step ms | outside steps s | images/s |" in done.stdout
 
 
 def test_without_a_gpu_it_refuses_to_measure(tmp_path: Path) -> None:
