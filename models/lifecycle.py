@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, func, insert, null, or_, select, update
+from sqlalchemy import DateTime, String, bindparam, func, insert, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.catalog import ModelSpec, find_model
@@ -45,6 +45,46 @@ OUTBOX_CHANNEL = "farm_outbox"
 INSERT_OUTBOX_AND_NOTIFY = insert(OutboxMessage).returning(func.pg_notify(OUTBOX_CHANNEL, ""))
 # How many of the oldest queued predictions a batching worker looks through for ones that fit its batch.
 COMPANION_SCAN_ROWS = 64
+
+# A worker's statements are built once (each job runs them), with what varies as parameters: building one per
+# call cost more Python than its round trip.
+TIMESTAMPTZ = DateTime(timezone=True)
+CLAIM = (
+    update(Prediction)
+    .where(
+        Prediction.id.in_(bindparam("prediction_ids", expanding=True)),
+        Prediction.status == Status.STARTING,
+        Prediction.attempt < Prediction.max_attempts,
+        or_(Prediction.deadline.is_(None), Prediction.deadline > bindparam("now", type_=TIMESTAMPTZ)),
+    )
+    .values(
+        status=Status.PROCESSING,
+        attempt=Prediction.attempt + 1,
+        worker=bindparam("worker_name"),
+        started_at=func.coalesce(Prediction.started_at, bindparam("now", type_=TIMESTAMPTZ)),
+        lease_expires_at=bindparam("lease_expires_at", type_=TIMESTAMPTZ),
+    )
+    .returning(Prediction, HAS_WEBHOOK)
+)
+# The fence of every write after a claim: the claim's attempt still holds the prediction (Claim.fence()).
+HELD_ATTEMPT = (
+    Prediction.id == bindparam("claim_id"),
+    Prediction.status == Status.PROCESSING,
+    Prediction.attempt == bindparam("claim_attempt"),
+)
+# Each transition adds the columns it sets.
+FINISH = update(Prediction).where(*HELD_ATTEMPT).returning(HAS_WEBHOOK, WAKE_WAITERS)
+HEARTBEAT = (
+    update(Prediction)
+    .where(*HELD_ATTEMPT)
+    .values(
+        lease_expires_at=bindparam("lease_expires_at", type_=TIMESTAMPTZ),
+        logs=bindparam("logs_text"),
+        progress_step=bindparam("step"),
+        progress_total=bindparam("total"),
+    )
+    .returning(Prediction.cancel_requested_at, Prediction.deadline, HAS_WEBHOOK)
+)
 
 
 def create_prediction(
@@ -105,11 +145,15 @@ class Claim:
     # The row as the claim left it (from its RETURNING: the worker needs no second read); not part of the token.
     row: Prediction | None = field(default=None, compare=False, repr=False)
 
+    def fence(self) -> dict[str, Any]:
+        """The parameters of HELD_ATTEMPT for this claim."""
+        return {"claim_id": self.prediction_id, "claim_attempt": self.attempt}
+
 
 def claim(session: Session, *, prediction_id: str, worker: str, lease_seconds: float) -> Claim | None:
     """starting → processing, taking the next attempt. None when another execution owns it, it is
     finished or canceled, or its attempts are used up."""
-    claims = _claim_where(session, Prediction.id == prediction_id, worker=worker, lease_seconds=lease_seconds)
+    claims = _claim_ids(session, [prediction_id], worker=worker, lease_seconds=lease_seconds)
     return claims[0] if claims else None
 
 
@@ -137,29 +181,19 @@ def claim_companions(
     chosen = [prediction_id for prediction_id, inputs, seed in candidates if fits(inputs, seed)][:limit]
     if not chosen:
         return []
-    return _claim_where(session, Prediction.id.in_(chosen), worker=worker, lease_seconds=lease_seconds)
+    return _claim_ids(session, chosen, worker=worker, lease_seconds=lease_seconds)
 
 
-def _claim_where(session: Session, which: ColumnElement[bool], *, worker: str, lease_seconds: float) -> list[Claim]:
-    """The claim's compare-and-set on the predictions ``which`` selects, with the start events it causes."""
+def _claim_ids(session: Session, prediction_ids: list[str], *, worker: str, lease_seconds: float) -> list[Claim]:
+    """The claim's compare-and-set on ``prediction_ids``, with the start events it causes."""
     now = datetime.now(UTC)
-    claimed = session.execute(
-        update(Prediction)
-        .where(
-            which,
-            Prediction.status == Status.STARTING,
-            Prediction.attempt < Prediction.max_attempts,
-            or_(Prediction.deadline.is_(None), Prediction.deadline > now),
-        )
-        .values(
-            status=Status.PROCESSING,
-            attempt=Prediction.attempt + 1,
-            worker=worker,
-            started_at=func.coalesce(Prediction.started_at, now),
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-        )
-        .returning(Prediction, HAS_WEBHOOK)
-    ).all()
+    values = {
+        "prediction_ids": prediction_ids,
+        "now": now,
+        "worker_name": worker,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+    }
+    claimed = session.execute(CLAIM, values).all()
     # A retried attempt is not a new start.
     started = [row.id for row, has_webhook in claimed if row.attempt == 1 and has_webhook]
     if started:
@@ -184,16 +218,8 @@ def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bo
     Also True when the row already holds this attempt's ``status``: a retry after an ambiguous commit
     (committed, but the answer lost with the connection) recognises its own finish and writes nothing.
     """
-    finished = session.execute(
-        update(Prediction)
-        .where(
-            Prediction.id == claim.prediction_id,
-            Prediction.status == Status.PROCESSING,
-            Prediction.attempt == claim.attempt,
-        )
-        .values(status=status, completed_at=datetime.now(UTC), lease_expires_at=None, **values)
-        .returning(HAS_WEBHOOK, WAKE_WAITERS)
-    ).first()
+    finishing = FINISH.values(status=status, completed_at=datetime.now(UTC), lease_expires_at=None, **values)
+    finished = session.execute(finishing, claim.fence()).first()
     if finished is not None:
         _ended(session, [claim.prediction_id], with_output=status is Status.SUCCEEDED, has_webhook=finished[0])
         return True
@@ -300,21 +326,13 @@ def heartbeat(session: Session, claim: Claim, *, lease_seconds: float, logs: str
     or past its Cancel-After deadline), or None when the claim is lost (another attempt owns the
     prediction, or it ended)."""
     now = datetime.now(UTC)
-    row = session.execute(
-        update(Prediction)
-        .where(
-            Prediction.id == claim.prediction_id,
-            Prediction.status == Status.PROCESSING,
-            Prediction.attempt == claim.attempt,
-        )
-        .values(
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            logs=logs,
-            progress_step=step,
-            progress_total=total,
-        )
-        .returning(Prediction.cancel_requested_at, Prediction.deadline, HAS_WEBHOOK)
-    ).first()
+    values = {
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "logs_text": logs,
+        "step": step,
+        "total": total,
+    }
+    row = session.execute(HEARTBEAT, claim.fence() | values).first()
     if row is None:
         return None
     cancel_requested_at, deadline, has_webhook = row
