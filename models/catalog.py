@@ -2,6 +2,7 @@
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 from pydantic import BaseModel
 
@@ -23,7 +24,7 @@ class ModelSpec:
         """``owner/name``, as Replicate writes it."""
         return f"{self.owner}/{self.name}"
 
-    @property
+    @cached_property  # find_model compares it on every create: hashed once
     def version(self) -> str:
         """A stable 64-hex version id (Replicate clients expect that shape)."""
         return hashlib.sha256(f"{self.ref}:{self.input_cls.__name__}:1".encode()).hexdigest()
