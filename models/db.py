@@ -34,10 +34,12 @@ POOL_SIZE = 20
 
 
 @lru_cache
-def get_engine(database_url: str) -> Engine:
-    """One pooled engine per URL and process."""
+def get_engine(database_url: str, *, pre_ping: bool = True) -> Engine:
+    """One pooled engine per URL, ping setting and process. ``pre_ping`` tests a pooled connection with a round trip
+    before each checkout, so a request never fails on a connection that a Postgres restart killed; callers that
+    retry a transaction on a connection error (the worker's, ``worker.db_retry``) can go without it."""
     return create_engine(
-        database_url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=0, connect_args=CONNECT_ARGS
+        database_url, pool_pre_ping=pre_ping, pool_size=POOL_SIZE, max_overflow=0, connect_args=CONNECT_ARGS
     )
 
 
@@ -60,14 +62,14 @@ def get_read_sessionmaker(database_url: str) -> async_sessionmaker[AsyncSession]
 
 
 @lru_cache
-def get_sessionmaker(database_url: str) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(database_url), expire_on_commit=False)
+def get_sessionmaker(database_url: str, *, pre_ping: bool = True) -> sessionmaker[Session]:
+    return sessionmaker(get_engine(database_url, pre_ping=pre_ping), expire_on_commit=False)
 
 
 @contextmanager
-def session_scope(database_url: str) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with get_sessionmaker(database_url)() as session, session.begin():
+def session_scope(database_url: str, *, pre_ping: bool = True) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error (``pre_ping``: see ``get_engine``)."""
+    with get_sessionmaker(database_url, pre_ping=pre_ping)() as session, session.begin():
         yield session
 
 

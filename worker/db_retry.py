@@ -21,6 +21,10 @@ T = TypeVar("T")
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
 # About 30 s in all: a Postgres restart or failover, not a long outage (that is the reaper's job).
 RETRY_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0)
+# No ping before each transaction (a round trip per claim, heartbeat and finish): a connection that a restart
+# killed fails the first statement, before anything is written, SQLAlchemy then discards the pool's old
+# connections, and the retry (or the next heartbeat) opens a fresh one.
+PRE_PING = False
 
 
 class DatabaseUnavailable(Exception):
@@ -38,13 +42,13 @@ def retrying(database_url: str, what: str, work: Callable[[Session], T]) -> T:
     finish recognises its own commit when only the answer was lost."""
     for pause in RETRY_PAUSES_S:
         try:
-            with session_scope(database_url) as session:
+            with session_scope(database_url, pre_ping=PRE_PING) as session:
                 return work(session)
         except CONNECTION_ERRORS as error:
             log.warning("%s: database unreachable (%s); retrying in %g s", what, first_line(error), pause)
             time.sleep(pause)
     try:
-        with session_scope(database_url) as session:
+        with session_scope(database_url, pre_ping=PRE_PING) as session:
             return work(session)
     except CONNECTION_ERRORS as error:
         raise DatabaseUnavailable(f"{what}: database unreachable after {len(RETRY_PAUSES_S)} retries") from error

@@ -31,7 +31,7 @@ from models.settings import Settings
 from models.status import Status
 from models.storage import CONTENT_TYPES, Storage, output_key
 from models.tables import Prediction
-from worker.db_retry import CONNECTION_ERRORS, DatabaseUnavailable, first_line, retrying
+from worker.db_retry import CONNECTION_ERRORS, PRE_PING, DatabaseUnavailable, first_line, retrying
 from worker.encode import encode_images
 from worker.pipelines import Predictor
 from worker.progress import ProgressLog
@@ -150,7 +150,7 @@ def run_prediction(
                 return
             last_beat = now
             try:
-                with session_scope(db) as beat:
+                with session_scope(db, pre_ping=PRE_PING) as beat:
                     answers = [
                         lifecycle.heartbeat(
                             beat,

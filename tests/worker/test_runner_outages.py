@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from models import lifecycle
 from models.catalog import SD35_MEDIUM
-from models.db import session_scope
+from models.db import libpq_url, session_scope
 from models.keys import find_active_key
 from models.settings import Settings
 from models.status import Status
@@ -127,3 +127,26 @@ def test_a_database_that_stays_away_at_claim_drops_the_delivery(storage: LocalSt
     status = run_prediction(prediction_id, settings=nowhere, predictor=INSTANT, storage=storage)
 
     assert status is None  # the message is acknowledged; the reconciler publishes the prediction again
+
+
+def test_pooled_connections_a_restart_killed_cost_one_retry_not_the_job(
+    settings: Settings, storage: LocalStorage, prediction_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The worker's pool holds connections from earlier transactions (it checks none with a ping before use).
+    db_retry.retrying(settings.database_url, "warm", lambda session: session.execute(select(1)))
+    with psycopg.connect(libpq_url(settings.database_url), autocommit=True) as admin:
+        # As a Postgres restart would: every other connection to this test database ends.
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    caplog.set_level(logging.WARNING, "farm.worker")
+
+    status = run_prediction(prediction_id, settings=settings, predictor=INSTANT, storage=storage)
+
+    assert status is Status.SUCCEEDED
+    with session_scope(settings.database_url) as session:
+        row = session.get(Prediction, prediction_id)
+        assert row is not None and (row.status, row.attempt) == (Status.SUCCEEDED, 1)
+    # The dead connection failed the claim's first statement once; the retry found the pool renewed.
+    assert sum("database unreachable" in message for message in caplog.messages) == 1
