@@ -115,11 +115,9 @@ def run_prediction(
         log.info("prediction %s not claimable; skipping this delivery", prediction_id)
         return None
 
-    # Jobs claimed and not yet finished by this run; `recorded` holds the terminal status each finished one got.
-    live: list[Job] = []
-    recorded: dict[str, Status | None] = {}
-
     batch: list[Job] = []  # the jobs of the pipeline call, in its order
+    live: list[Job] = []  # those claimed and not yet finished by this run
+    recorded: dict[str, Status | None] = {}  # the terminal status each finished one got
 
     def share(job: Job) -> float:
         """The job's part of the GPU time held since the claim, by its images in the pipeline call."""
