@@ -33,11 +33,15 @@ CONNECT_ARGS = {"connect_timeout": 5, "prepare_threshold": None}
 POOL_SIZE = 20
 
 
-@lru_cache
 def get_engine(database_url: str, *, pre_ping: bool = True) -> Engine:
     """One pooled engine per URL, ping setting and process. ``pre_ping`` tests a pooled connection with a round trip
     before each checkout, so a request never fails on a connection that a Postgres restart killed; callers that
     retry a transaction on a connection error (the worker's, ``worker.db_retry``) can go without it."""
+    return _engine(database_url, pre_ping)
+
+
+@lru_cache  # positional arguments only, so that every way of calling get_engine finds the same engine
+def _engine(database_url: str, pre_ping: bool) -> Engine:
     return create_engine(
         database_url, pool_pre_ping=pre_ping, pool_size=POOL_SIZE, max_overflow=0, connect_args=CONNECT_ARGS
     )
@@ -61,9 +65,13 @@ def get_read_sessionmaker(database_url: str) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-@lru_cache
 def get_sessionmaker(database_url: str, *, pre_ping: bool = True) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(database_url, pre_ping=pre_ping), expire_on_commit=False)
+    return _sessionmaker(database_url, pre_ping)
+
+
+@lru_cache
+def _sessionmaker(database_url: str, pre_ping: bool) -> sessionmaker[Session]:
+    return sessionmaker(_engine(database_url, pre_ping), expire_on_commit=False)
 
 
 @contextmanager
