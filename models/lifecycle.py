@@ -12,7 +12,7 @@ in its own transaction (``models.webhooks``).
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import DateTime, String, bindparam, func, insert, null, or_, select, update
 from sqlalchemy.orm import Session
@@ -38,6 +38,9 @@ ENDED_CHANNEL = "farm_ended"
 # Returned by every statement that ends predictions: the wake-up, one per row ended, is sent at commit and
 # costs no round trip of its own.
 WAKE_WAITERS = func.pg_notify(ENDED_CHANNEL, Prediction.id)
+# A new prediction, through Core: the ORM's flush of one object cost more than the statement. Every column is
+# given, so the returned object is the whole row without a second read.
+INSERT_PREDICTION = insert(Prediction).returning(Prediction.created_at)
 # Relay wake-up channel: NOTIFY is delivered at commit, so the relay never sees uncommitted jobs.
 OUTBOX_CHANNEL = "farm_outbox"
 # The relay's wake-up rides on the insert: one round trip, not two. Delivered at commit, and once: Postgres
@@ -47,7 +50,8 @@ INSERT_OUTBOX_AND_NOTIFY = insert(OutboxMessage).returning(func.pg_notify(OUTBOX
 COMPANION_SCAN_ROWS = 64
 
 # A worker's statements are built once (each job runs them), with what varies as parameters: building one per
-# call cost more Python than its round trip.
+# call cost more Python than its round trip. They run on the session's connection, as Core: the ORM's bulk-update
+# path (loading entities from RETURNING, synchronising an identity map that holds nothing) cost more again.
 TIMESTAMPTZ = DateTime(timezone=True)
 CLAIM = (
     update(Prediction)
@@ -64,7 +68,15 @@ CLAIM = (
         started_at=func.coalesce(Prediction.started_at, bindparam("now", type_=TIMESTAMPTZ)),
         lease_expires_at=bindparam("lease_expires_at", type_=TIMESTAMPTZ),
     )
-    .returning(Prediction, HAS_WEBHOOK)
+    .returning(
+        Prediction.id,
+        Prediction.attempt,
+        Prediction.model,
+        Prediction.input,
+        Prediction.seed,
+        Prediction.image_key,
+        HAS_WEBHOOK,
+    )
 )
 # The fence of every write after a claim: the claim's attempt still holds the prediction (Claim.fence()).
 HELD_ATTEMPT = (
@@ -100,32 +112,33 @@ def create_prediction(
     image_key: str | None = None,
     webhook: WebhookTarget | None = None,
 ) -> Prediction:
-    """Record a new prediction and its outbox message in the caller's transaction.
+    """Record a new prediction and its outbox message in the caller's transaction; return the row as written,
+    outside the session.
 
     ``prediction_id`` is for callers that stored files under the id first (the init image at
     ``image_key``); by default a fresh id is drawn.
     """
-    prediction = Prediction(
-        id=prediction_id or new_prediction_id(),
-        api_key_id=api_key_id,
-        model=spec.ref,
-        version=spec.version,
-        input=inputs,
-        seed=seed,
-        status=Status.STARTING,
-        attempt=0,
-        max_attempts=max_attempts,
-        deadline=deadline,
-        image_key=image_key,
-        logs="",
-        webhook=None if webhook is None else webhook.url,
-        webhook_events_filter=None if webhook is None else list(webhook.events),
-        webhook_format=None if webhook is None else webhook.format,
-    )
-    session.add(prediction)
-    session.flush()  # before the outbox row (its foreign key); RETURNING fills created_at (eager_defaults)
-    enqueue(session, [(prediction.id, spec.queue)])
-    return prediction
+    prediction_id = prediction_id or new_prediction_id()
+    values = {
+        "id": prediction_id,
+        "api_key_id": api_key_id,
+        "model": spec.ref,
+        "version": spec.version,
+        "input": inputs,
+        "seed": seed,
+        "status": Status.STARTING,
+        "attempt": 0,
+        "max_attempts": max_attempts,
+        "deadline": deadline,
+        "image_key": image_key,
+        "logs": "",
+        "webhook": None if webhook is None else webhook.url,
+        "webhook_events_filter": None if webhook is None else list(webhook.events),
+        "webhook_format": None if webhook is None else webhook.format,
+    }
+    created_at = session.connection().execute(INSERT_PREDICTION, values).scalar_one()
+    enqueue(session, [(prediction_id, spec.queue)])  # after the row: the outbox's foreign key
+    return Prediction(**values, created_at=created_at)
 
 
 def enqueue(session: Session, jobs: list[tuple[str, str]]) -> None:
@@ -136,14 +149,26 @@ def enqueue(session: Session, jobs: list[tuple[str, str]]) -> None:
     session.connection().execute(INSERT_OUTBOX_AND_NOTIFY, rows)
 
 
+class ClaimedRow(NamedTuple):
+    """What a worker needs of a prediction it claimed: CLAIM's RETURNING, so the worker needs no second read."""
+
+    id: str
+    attempt: int
+    model: str
+    input: dict[str, Any]
+    seed: int
+    image_key: str | None
+    has_webhook: bool
+
+
 @dataclass(frozen=True)
 class Claim:
     """A worker's hold on one attempt of a prediction."""
 
     prediction_id: str
     attempt: int
-    # The row as the claim left it (from its RETURNING: the worker needs no second read); not part of the token.
-    row: Prediction | None = field(default=None, compare=False, repr=False)
+    # The row as the claim left it; not part of the token.
+    row: ClaimedRow | None = field(default=None, compare=False, repr=False)
 
     def fence(self) -> dict[str, Any]:
         """The parameters of HELD_ATTEMPT for this claim."""
@@ -193,12 +218,12 @@ def _claim_ids(session: Session, prediction_ids: list[str], *, worker: str, leas
         "worker_name": worker,
         "lease_expires_at": now + timedelta(seconds=lease_seconds),
     }
-    claimed = session.execute(CLAIM, values).all()
+    claimed = [ClaimedRow(*row) for row in session.connection().execute(CLAIM, values)]
     # A retried attempt is not a new start.
-    started = [row.id for row, has_webhook in claimed if row.attempt == 1 and has_webhook]
+    started = [row.id for row in claimed if row.attempt == 1 and row.has_webhook]
     if started:
         record_events(session, started, "start", terminal=False)
-    return [Claim(row.id, row.attempt, row) for row, _ in claimed]
+    return [Claim(row.id, row.attempt, row) for row in claimed]
 
 
 def _ended(session: Session, prediction_ids: list[str], *, with_output: bool = False, has_webhook: bool = True) -> None:
@@ -219,7 +244,7 @@ def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bo
     (committed, but the answer lost with the connection) recognises its own finish and writes nothing.
     """
     finishing = FINISH.values(status=status, completed_at=datetime.now(UTC), lease_expires_at=None, **values)
-    finished = session.execute(finishing, claim.fence()).first()
+    finished = session.connection().execute(finishing, claim.fence()).first()
     if finished is not None:
         _ended(session, [claim.prediction_id], with_output=status is Status.SUCCEEDED, has_webhook=finished[0])
         return True
@@ -332,7 +357,7 @@ def heartbeat(session: Session, claim: Claim, *, lease_seconds: float, logs: str
         "step": step,
         "total": total,
     }
-    row = session.execute(HEARTBEAT, claim.fence() | values).first()
+    row = session.connection().execute(HEARTBEAT, claim.fence() | values).first()
     if row is None:
         return None
     cancel_requested_at, deadline, has_webhook = row

@@ -59,8 +59,6 @@ class Prediction(Base):
     """
 
     __tablename__ = "predictions"
-    # INSERT … RETURNING the server defaults (created_at), so a new row needs no second read.
-    __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))

@@ -158,9 +158,12 @@ def record_events(session: Session, prediction_ids: Sequence[str], event: str, *
         func.clock_timestamp(),  # not now(): ordering and the throttle need the moment, not the transaction's start
     ).where(wanted)
     columns = ["id", "prediction_id", "api_key_id", "event", "url", "format", "terminal", "created_at"]
-    added = session.execute(insert(WebhookEvent).from_select(columns, rows).returning(WebhookEvent.id)).all()
+    # On the session's connection: every transition of a job with a webhook runs this, and it loads no objects,
+    # so the ORM's execution path would cost more than the statement.
+    connection = session.connection()
+    added = connection.execute(insert(WebhookEvent).from_select(columns, rows).returning(WebhookEvent.id)).all()
     if added:
-        session.execute(select(func.pg_notify(WEBHOOK_CHANNEL, "")))
+        connection.execute(select(func.pg_notify(WEBHOOK_CHANNEL, "")))
     return len(added)
 
 

@@ -30,7 +30,6 @@ from models.inputs import RenderRequest
 from models.settings import Settings
 from models.status import Status
 from models.storage import CONTENT_TYPES, Storage, output_key
-from models.tables import Prediction
 from worker.db_retry import CONNECTION_ERRORS, PRE_PING, DatabaseUnavailable, first_line, retrying
 from worker.encode import encode_images
 from worker.pipelines import Predictor
@@ -96,7 +95,7 @@ def run_prediction(
     db = settings.database_url
 
     # 1. Claim the next attempt (0 rows: finished, canceled, owned elsewhere, or out of attempts).
-    def take(session: Session) -> tuple[lifecycle.Claim | None, Prediction | None]:
+    def take(session: Session) -> tuple[lifecycle.Claim | None, lifecycle.ClaimedRow | None]:
         claim = lifecycle.claim(
             session,
             prediction_id=prediction_id,
@@ -213,7 +212,7 @@ def run_prediction(
 
 
 def resolve_job(
-    claim: lifecycle.Claim, prediction: Prediction, storage: Storage, safety_checker: "SafetyChecker | None"
+    claim: lifecycle.Claim, prediction: lifecycle.ClaimedRow, storage: Storage, safety_checker: "SafetyChecker | None"
 ) -> Job:
     """The stored input (validated at the gateway) as a render request; an init image was stored by the gateway
     (workers never fetch customer URLs)."""

@@ -84,8 +84,8 @@ def test_a_claim_returns_the_row_as_it_left_it(database_url: str, prediction_id:
         claim = lifecycle.claim(session, prediction_id=prediction_id, worker="a", lease_seconds=LEASE_S)
 
     assert claim is not None and claim.row is not None
-    assert (claim.row.status, claim.row.attempt, claim.row.worker) == (Status.PROCESSING, 1, "a")
-    assert claim.row.lease_expires_at is not None and claim.row.input["prompt"]
+    assert (claim.row.id, claim.row.attempt, claim.row.has_webhook) == (prediction_id, 1, False)
+    assert claim.row.input["prompt"] and claim.row.model == SD35_MEDIUM.ref
 
 
 def test_claims_stop_at_max_attempts(database_url: str, prediction_id: str) -> None:
