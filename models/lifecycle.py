@@ -10,11 +10,12 @@ in its own transaction (``models.webhooks``).
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, String, bindparam, func, insert, null, or_, select, update
+from sqlalchemy import DateTime, String, Update, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from models.catalog import ModelSpec, find_model
@@ -86,6 +87,20 @@ HELD_ATTEMPT = (
 )
 # Each transition adds the columns it sets.
 FINISH = update(Prediction).where(*HELD_ATTEMPT).returning(HAS_WEBHOOK, WAKE_WAITERS)
+# Success, the ending every job takes, is built once as well.
+SUCCEED = FINISH.values(
+    status=Status.SUCCEEDED,
+    completed_at=bindparam("completed_at", type_=TIMESTAMPTZ),
+    lease_expires_at=None,
+    output_keys=bindparam("output_keys"),
+    predict_time=bindparam("predict_time"),
+    logs=bindparam("logs"),
+    # No safety checker, no flags: SQL NULL, not a JSON null.
+    has_nsfw_concepts=bindparam("has_nsfw_concepts", type_=JSONB(none_as_null=True)),
+    progress_step=bindparam("progress_step"),
+    progress_total=bindparam("progress_total"),
+    **{field.name: bindparam(field.name) for field in fields(RunCost)},
+)
 HEARTBEAT = (
     update(Prediction)
     .where(*HELD_ATTEMPT)
@@ -237,14 +252,14 @@ def _ended(session: Session, prediction_ids: list[str], *, with_output: bool = F
         record_events(session, prediction_ids, "completed", terminal=True)
 
 
-def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bool:
-    """processing → terminal for the claim's attempt. False when the claim was lost.
+def _finish(session: Session, claim: Claim, status: Status, finishing: Update, values: dict[str, Any]) -> bool:
+    """processing → terminal ``status`` for the claim's attempt, by ``finishing`` (FINISH with the columns it sets)
+    with ``values`` as its parameters. False when the claim was lost.
 
     Also True when the row already holds this attempt's ``status``: a retry after an ambiguous commit
     (committed, but the answer lost with the connection) recognises its own finish and writes nothing.
     """
-    finishing = FINISH.values(status=status, completed_at=datetime.now(UTC), lease_expires_at=None, **values)
-    finished = session.connection().execute(finishing, claim.fence()).first()
+    finished = session.connection().execute(finishing, claim.fence() | values).first()
     if finished is not None:
         _ended(session, [claim.prediction_id], with_output=status is Status.SUCCEEDED, has_webhook=finished[0])
         return True
@@ -252,6 +267,11 @@ def _finish(session: Session, claim: Claim, status: Status, **values: Any) -> bo
         select(Prediction.status, Prediction.attempt).where(Prediction.id == claim.prediction_id)
     ).first()
     return now is not None and tuple(now) == (status, claim.attempt)
+
+
+def _ending(status: Status, **values: Any) -> Update:
+    """FINISH for ``status``, setting these columns too (for the rarer endings; success has SUCCEED)."""
+    return FINISH.values(status=status, completed_at=datetime.now(UTC), lease_expires_at=None, **values)
 
 
 def succeed(
@@ -269,18 +289,17 @@ def succeed(
     safety checker ran, else None (stored as SQL NULL, not a JSON null). ``progress`` is the last (step, total),
     which heartbeats, throttled, may not have recorded."""
     step, total = progress or (None, None)
-    return _finish(
-        session,
-        claim,
-        Status.SUCCEEDED,
-        output_keys=output_keys,
-        predict_time=predict_time,
-        logs=logs,
-        has_nsfw_concepts=null() if has_nsfw_concepts is None else has_nsfw_concepts,
-        progress_step=step,
-        progress_total=total,
+    values = {
+        "completed_at": datetime.now(UTC),
+        "output_keys": output_keys,
+        "predict_time": predict_time,
+        "logs": logs,
+        "has_nsfw_concepts": has_nsfw_concepts,
+        "progress_step": step,
+        "progress_total": total,
         **cost.columns(),
-    )
+    }
+    return _finish(session, claim, Status.SUCCEEDED, SUCCEED, values)
 
 
 def fail(
@@ -294,7 +313,8 @@ def fail(
 ) -> bool:
     """End the attempt ``failed`` with a readable error (and the GPU time it held, when known)."""
     usage = cost.columns() if cost is not None else {}
-    return _finish(session, claim, Status.FAILED, error=error, predict_time=predict_time, logs=logs, **usage)
+    ending = _ending(Status.FAILED, error=error, predict_time=predict_time, logs=logs, **usage)
+    return _finish(session, claim, Status.FAILED, ending, {})
 
 
 def cancel_running(
@@ -302,7 +322,8 @@ def cancel_running(
 ) -> bool:
     """End a running attempt ``canceled`` after the worker saw the cancel request."""
     usage = cost.columns() if cost is not None else {}
-    return _finish(session, claim, Status.CANCELED, predict_time=predict_time, logs=logs, **usage)
+    ending = _ending(Status.CANCELED, predict_time=predict_time, logs=logs, **usage)
+    return _finish(session, claim, Status.CANCELED, ending, {})
 
 
 def fail_killed_run(session: Session, *, prediction_id: str, worker: str, error: str) -> bool:
