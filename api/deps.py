@@ -1,6 +1,6 @@
 """Dependencies declared once: settings, a DB session per request, storage, the caller's key."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, Security
@@ -44,10 +44,26 @@ AUTH_SCHEMES = ("bearer", "token", "key")
 POLLED_ID_PARAMS = ("prediction_id", "request_id")
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    """One transaction per request: committed when the handler returns, rolled back if it raises."""
-    with get_sessionmaker(settings.database_url)() as session, session.begin():
+async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
+    """One transaction per request: committed when the handler returns, rolled back if it raises. Async because
+    opening it sends nothing (its connection is taken at its first statement): only its end takes a thread."""
+    session = get_sessionmaker(settings.database_url)()
+    session.begin()
+    try:
         yield session
+    except BaseException:
+        await run_in_threadpool(end_session, session, commit=False)
+        raise
+    await run_in_threadpool(end_session, session, commit=True)
+
+
+def end_session(session: Session, *, commit: bool) -> None:
+    """Commit or roll back the session's transaction, and give its connection back to the pool."""
+    with session:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
 
 
 # scope="function": commit before the response is sent, so a client's next request sees the row.
