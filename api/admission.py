@@ -29,7 +29,7 @@ COUNT_UNFINISHED = (
 
 def admit(session: Session, key: ApiKey, settings: Settings) -> None:
     """Lock the key's row, then refuse with 429 at the unfinished cap or 402 at the spend cap."""
-    # On the session's connection: the ORM's execution path costs more than these statements, which load no objects.
+    # Core on the session's connection: nothing to load, and the ORM's execution path costs more than these.
     connection = session.connection()
     connection.execute(LOCK_KEY, {"key_id": key.id})
     cap = key.max_unfinished or settings.max_unfinished_per_key

@@ -70,7 +70,7 @@ def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
         "id": prediction.id,
         "now": datetime.now(UTC),
     }
-    # On the session's connection: it loads no objects, and the ORM's execution path costs more than the statement.
+    # Core on the session's connection: nothing to load, and the ORM's execution path costs more than this.
     position, seconds_per_job, workers = session.connection().execute(STANDING, values).one()
     position, workers = int(position or 0), int(workers or 0)
     if seconds_per_job is None:

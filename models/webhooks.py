@@ -158,8 +158,8 @@ def record_events(session: Session, prediction_ids: Sequence[str], event: str, *
         func.clock_timestamp(),  # not now(): ordering and the throttle need the moment, not the transaction's start
     ).where(wanted)
     columns = ["id", "prediction_id", "api_key_id", "event", "url", "format", "terminal", "created_at"]
-    # On the session's connection: every transition of a job with a webhook runs this, and it loads no objects,
-    # so the ORM's execution path would cost more than the statement.
+    # Core on the session's connection (each transition of a job with a webhook runs this): nothing to load, and
+    # the ORM's execution path costs more than these.
     connection = session.connection()
     added = connection.execute(insert(WebhookEvent).from_select(columns, rows).returning(WebhookEvent.id)).all()
     if added:
