@@ -63,9 +63,11 @@ class Farm:
         )
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    name: str, argv: list[str], env: dict[str, str], logs: Path, cwd: Path = REPO_ROOT
+) -> subprocess.Popen[bytes]:
     log = (logs / f"{name}.log").open("wb")
-    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -115,15 +117,20 @@ def running_farm(
     relay: bool = True,
     worker: bool = True,
     workers: int = 1,
+    code_root: Path | None = None,
 ) -> Iterator[Farm]:
     """Start the gateway (and relay with the webhook dispatcher, and worker, unless disabled); stop them all on
     exit.
 
     ``workers`` worker processes (each prefork ``-c 1``, as one per GPU) are named ``worker``, ``worker-2``…
+    ``code_root``: another checkout of this repository (a ``git worktree`` of another commit) whose code these
+    processes run: they start in it, with PYTHONPATH pointing at it (benchmarks comparing two commits).
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **settings_env, "FARM_PUBLIC_URL": url, "PYTHONUNBUFFERED": "1"}
+    if code_root is not None:
+        env["PYTHONPATH"] = str(code_root)
     logs.mkdir(parents=True, exist_ok=True)
     farm = Farm(url=url, key=key, other_key=other_key, env=env, logs=logs)
     with ExitStack() as stack:
@@ -139,7 +146,7 @@ def running_farm(
                 "--without-mingle",
             ]
         for name, argv in commands.items():
-            farm.processes[name] = spawn(name, argv, env, logs)
+            farm.processes[name] = spawn(name, argv, env, logs, cwd=code_root or REPO_ROOT)
         # Stops whatever runs under each name at exit, also a process a test restarted.
         stack.callback(lambda: stop_all(list(farm.processes.values())))
         wait_healthy(url, farm.processes["gateway"])

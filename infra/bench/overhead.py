@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from scratch_farm import scratch_farm  # noqa: E402
 
-from tests.farm import UNLIMITED, running_farm  # noqa: E402
+from tests.farm import UNLIMITED, Farm, running_farm  # noqa: E402
 from tests.services import postgres_server, redis_server  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_JOBS", "200"))
@@ -79,9 +79,12 @@ def bare_celery(broker_url: str, logs: Path) -> Iterator[Callable[[], float]]:
 
 
 @contextmanager
-def farm(postgres: str, redis_base: str, logs: Path) -> Iterator[Callable[[], dict[str, float]]]:
-    """The farm on a scratch database; yields one job, client-seen, with the overhead's parts in seconds."""
-    with scratch_farm(postgres, redis_base, BENCH_REDIS_DB, "bench") as (database_url, broker_url, key):
+def farm(
+    postgres: str, redis_base: str, logs: Path, redis_db: int = BENCH_REDIS_DB, code_root: Path | None = None
+) -> Iterator[tuple[Callable[[], dict[str, float]], Farm]]:
+    """The farm on a scratch database, running ``code_root``'s code (by default this checkout's); yields one job,
+    client-seen, with the overhead's parts in seconds, and the running farm."""
+    with scratch_farm(postgres, redis_base, redis_db, "bench") as (database_url, broker_url, key):
         env = {
             "FARM_DATABASE_URL": database_url,
             "FARM_BROKER_URL": broker_url,
@@ -89,7 +92,10 @@ def farm(postgres: str, redis_base: str, logs: Path) -> Iterator[Callable[[], di
             "FARM_MODEL_PRESET": "tiny",
             **UNLIMITED,
         }
-        with running_farm(settings_env=env, key=key, other_key=key, logs=logs) as running, running.client() as client:
+        with (
+            running_farm(settings_env=env, key=key, other_key=key, logs=logs, code_root=code_root) as running,
+            running.client() as client,
+        ):
 
             def job() -> dict[str, float]:
                 started = time.perf_counter()
@@ -110,7 +116,7 @@ def farm(postgres: str, redis_base: str, logs: Path) -> Iterator[Callable[[], di
                     "gateway_and_client": seen - metrics["total_time"],
                 }
 
-            yield job
+            yield job, running
 
 
 def main() -> None:
@@ -119,7 +125,7 @@ def main() -> None:
         postgres_server() as pg,
         redis_server() as rd,
         bare_celery(f"{rd}/{BENCH_REDIS_DB - 1}", Path(scratch)) as celery_round_trip,
-        farm(pg, rd, Path(scratch)) as farm_job,
+        farm(pg, rd, Path(scratch)) as (farm_job, _),
     ):
         for _ in range(WARMUP):
             celery_round_trip()
