@@ -65,19 +65,26 @@ def get_read_sessionmaker(database_url: str) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def get_sessionmaker(database_url: str, *, pre_ping: bool = True) -> sessionmaker[Session]:
-    return _sessionmaker(database_url, pre_ping)
+def get_sessionmaker(database_url: str, *, pre_ping: bool = True, autocommit: bool = False) -> sessionmaker[Session]:
+    return _sessionmaker(database_url, pre_ping, autocommit)
 
 
 @lru_cache
-def _sessionmaker(database_url: str, pre_ping: bool) -> sessionmaker[Session]:
-    return sessionmaker(_engine(database_url, pre_ping), expire_on_commit=False)
+def _sessionmaker(database_url: str, pre_ping: bool, autocommit: bool) -> sessionmaker[Session]:
+    engine = _engine(database_url, pre_ping)
+    # The same pool either way: the isolation level is set on checkout and reset on return, with no round trip.
+    return sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine, expire_on_commit=False
+    )
 
 
 @contextmanager
-def session_scope(database_url: str, *, pre_ping: bool = True) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error (``pre_ping``: see ``get_engine``)."""
-    with get_sessionmaker(database_url, pre_ping=pre_ping)() as session, session.begin():
+def session_scope(database_url: str, *, pre_ping: bool = True, autocommit: bool = False) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error (``pre_ping``: see ``get_engine``).
+
+    ``autocommit``: each statement commits on its own, with no ``BEGIN`` and ``COMMIT`` round trips around it;
+    only for work whose writes are one statement, so that there is nothing to roll back."""
+    with get_sessionmaker(database_url, pre_ping=pre_ping, autocommit=autocommit)() as session, session.begin():
         yield session
 
 

@@ -190,6 +190,13 @@ class Claim:
         return {"claim_id": self.prediction_id, "claim_attempt": self.attempt}
 
 
+def writes_one_statement(claim: Claim) -> bool:
+    """Whether each later transition of the claim (heartbeat, finish) writes with one statement, and so needs no
+    transaction around it: when the prediction has no webhook, whose events are the other statements. False when
+    the claim does not carry its row."""
+    return claim.row is not None and not claim.row.has_webhook
+
+
 def claim(session: Session, *, prediction_id: str, worker: str, lease_seconds: float) -> Claim | None:
     """starting → processing, taking the next attempt. None when another execution owns it, it is
     finished or canceled, or its attempts are used up."""

@@ -36,19 +36,20 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def retrying(database_url: str, what: str, work: Callable[[Session], T]) -> T:
-    """``work`` in a transaction of its own, run again on a connection error after each pause in
-    RETRY_PAUSES_S. The work must be safe to repeat: the lifecycle's compare-and-set writes are, and a retried
-    finish recognises its own commit when only the answer was lost."""
+def retrying(database_url: str, what: str, work: Callable[[Session], T], *, autocommit: bool = False) -> T:
+    """``work`` in a transaction of its own (``autocommit``: each of its statements on its own, see
+    ``models.db.session_scope``), run again on a connection error after each pause in RETRY_PAUSES_S. The work
+    must be safe to repeat: the lifecycle's compare-and-set writes are, and a retried finish recognises its own
+    commit when only the answer was lost."""
     for pause in RETRY_PAUSES_S:
         try:
-            with session_scope(database_url, pre_ping=PRE_PING) as session:
+            with session_scope(database_url, pre_ping=PRE_PING, autocommit=autocommit) as session:
                 return work(session)
         except CONNECTION_ERRORS as error:
             log.warning("%s: database unreachable (%s); retrying in %g s", what, first_line(error), pause)
             time.sleep(pause)
     try:
-        with session_scope(database_url, pre_ping=PRE_PING) as session:
+        with session_scope(database_url, pre_ping=PRE_PING, autocommit=autocommit) as session:
             return work(session)
     except CONNECTION_ERRORS as error:
         raise DatabaseUnavailable(f"{what}: database unreachable after {len(RETRY_PAUSES_S)} retries") from error

@@ -147,7 +147,8 @@ def run_prediction(
                 return
             last_beat = now
             try:
-                with session_scope(db, pre_ping=PRE_PING) as beat:
+                one_statement_each = all(lifecycle.writes_one_statement(job.claim) for job in live)
+                with session_scope(db, pre_ping=PRE_PING, autocommit=one_statement_each) as beat:
                     answers = [
                         lifecycle.heartbeat(
                             beat,
@@ -390,7 +391,8 @@ def _finalize(db: str, claim: lifecycle.Claim, finish: Callable[[Session], bool]
     """Run a finishing compare-and-set, riding out a short Postgres outage; False when the claim was lost or
     Postgres stayed away (then the lease runs out and the reaper requeues or fails the prediction)."""
     try:
-        return retrying(db, f"finish {claim.prediction_id} attempt {claim.attempt}", finish)
+        what = f"finish {claim.prediction_id} attempt {claim.attempt}"
+        return retrying(db, what, finish, autocommit=lifecycle.writes_one_statement(claim))
     except DatabaseUnavailable:
         log.exception("prediction %s: cannot record the end of attempt %d", claim.prediction_id, claim.attempt)
         return False
