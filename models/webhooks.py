@@ -21,6 +21,7 @@ from models.tables import DisabledWebhookUrl, Prediction, WebhookAttempt, Webhoo
 EVENTS = ("start", "output", "logs", "completed")
 # Dispatchers listen here; NOTIFY is delivered at commit, so they never see an uncommitted event.
 WEBHOOK_CHANNEL = "farm_webhooks"
+WAKE_DISPATCHERS = func.pg_notify(WEBHOOK_CHANNEL, "")
 # At most one progress event per prediction in this window (Replicate's throttle).
 PROGRESS_THROTTLE = timedelta(milliseconds=500)
 # Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 27.5 h in all).
@@ -158,13 +159,11 @@ def record_events(session: Session, prediction_ids: Sequence[str], event: str, *
         func.clock_timestamp(),  # not now(): ordering and the throttle need the moment, not the transaction's start
     ).where(wanted)
     columns = ["id", "prediction_id", "api_key_id", "event", "url", "format", "terminal", "created_at"]
-    # Core on the session's connection (each transition of a job with a webhook runs this): nothing to load, and
-    # the ORM's execution path costs more than these.
-    connection = session.connection()
-    added = connection.execute(insert(WebhookEvent).from_select(columns, rows).returning(WebhookEvent.id)).all()
-    if added:
-        connection.execute(select(func.pg_notify(WEBHOOK_CHANNEL, "")))
-    return len(added)
+    # The wake-up rides on the insert, once per event added (Postgres folds identical notifications of a
+    # transaction): one round trip, not two. Core on the session's connection (each transition of a job with a
+    # webhook runs this): nothing to load, and the ORM's execution path costs more than this.
+    adding = insert(WebhookEvent).from_select(columns, rows).returning(WAKE_DISPATCHERS)
+    return len(session.connection().execute(adding).all())
 
 
 def claim_due_events(session: Session, *, limit: int, lease: timedelta) -> list[DueEvent]:
@@ -259,7 +258,7 @@ def finish_attempt(session: Session, event: DueEvent, decision: Decision, attemp
     if changed is not None and decision.state is EventState.DISABLED:
         disable_url(session, api_key_id=event.api_key_id, url=event.url)
     if changed is not None and decision.state is EventState.PENDING:
-        session.execute(select(func.pg_notify(WEBHOOK_CHANNEL, "")))  # dispatchers re-plan their sleep
+        session.execute(select(WAKE_DISPATCHERS))  # dispatchers re-plan their sleep
     return changed is not None
 
 
@@ -327,6 +326,6 @@ def redeliver_last(session: Session, prediction_id: str) -> WebhookEvent | None:
         return None
     latest.state, latest.next_attempt_at, latest.schedule_step = EventState.PENDING, func.now(), 0
     session.flush()
-    session.execute(select(func.pg_notify(WEBHOOK_CHANNEL, "")))
+    session.execute(select(WAKE_DISPATCHERS))
     session.refresh(latest)
     return latest

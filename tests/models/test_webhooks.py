@@ -5,16 +5,18 @@ runs on the real database."""
 
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import select
 
 from models import lifecycle
 from models.cost import RunCost
-from models.db import session_scope
+from models.db import libpq_url, session_scope
 from models.tables import WebhookAttempt, WebhookEvent
 from models.webhooks import (
     DEFAULT_RETRY_SCHEDULE,
     EVENTS,
+    WEBHOOK_CHANNEL,
     Decision,
     EventState,
     Outcome,
@@ -94,6 +96,17 @@ def test_a_rolled_back_transition_leaves_no_event(database_url: str, prediction_
         raise RuntimeError("the claim's transaction fails after its UPDATE")
 
     assert events_of(database_url, prediction_id) == []
+
+
+def test_an_event_wakes_the_dispatchers_when_its_transition_commits(database_url: str, prediction_id: str) -> None:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
+        listener.execute(f"LISTEN {WEBHOOK_CHANNEL}")
+        with session_scope(database_url) as session:
+            assert lifecycle.claim(session, prediction_id=prediction_id, worker="w", lease_seconds=30) is not None
+            assert list(listener.notifies(timeout=0.2)) == []  # not before the commit
+        assert len(list(listener.notifies(timeout=5, stop_after=1))) == 1
+
+    assert [event.event for event in events_of(database_url, prediction_id)] == ["start"]
 
 
 def test_heartbeats_closer_than_half_a_second_make_one_progress_event(database_url: str, prediction_id: str) -> None:
