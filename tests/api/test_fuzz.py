@@ -17,7 +17,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 from sqlalchemy import text
 
 from api.main import app
@@ -51,6 +51,10 @@ NOT_JUDGED_BY_SCHEMA = {
     ("GET", "/v1/usage"),
     ("GET", "/v1/admin/keys/{key_id}/usage"),
 }
+
+# Where a schema violation cannot survive serialization, so negative_data_rejection cannot hold: a multipart form's
+# fields are all text (a number or an object sent there is a valid string) and an empty array is no field at all.
+NEGATIVE_DATA_NOT_EXPRESSIBLE = {("POST", "/v1/files")}
 
 schema = schemathesis.openapi.from_dict(app.openapi())
 
@@ -91,11 +95,13 @@ def test_the_fuzzed_schema_is_the_one_the_gateway_serves(fuzz_farm: Farm) -> Non
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
 )
 def test_every_operation_answers_as_documented(case: schemathesis.Case, fuzz_farm: Farm) -> None:
-    unjudged = (case.method.upper(), case.path) in NOT_JUDGED_BY_SCHEMA
+    operation = (case.method.upper(), case.path)
+    excluded = [positive_data_acceptance] if operation in NOT_JUDGED_BY_SCHEMA else []
+    excluded += [negative_data_rejection] if operation in NEGATIVE_DATA_NOT_EXPRESSIBLE else []
     case.call_and_validate(
         base_url=fuzz_farm.url,
         headers=key_headers(key_for(case, fuzz_farm)),
-        excluded_checks=[positive_data_acceptance] if unjudged else [],
+        excluded_checks=excluded,
         timeout=REQUEST_TIMEOUT_S,
     )
 
