@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.rate_limit import STATE_KEY, check_rate
-from models.db import get_read_sessionmaker, get_sessionmaker
+from models.db import get_read_sessionmaker, get_sessionmaker, run_read
 from models.ids import could_be_id
 from models.keys import find_active_key, find_active_key_loading, touch_key
 from models.settings import Settings, get_settings
@@ -172,7 +172,7 @@ async def get_reading_key(
     named = (request.path_params.get(name) for name in POLLED_ID_PARAMS)
     polled = next((value for value in named if value is not None and could_be_id(value)), None)
     return await authenticate(
-        request, settings, x_api_key, lambda key: session.run_sync(find_and_touch_key, key, polled)
+        request, settings, x_api_key, lambda key: run_read(session, find_and_touch_key, key, polled)
     )
 
 

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.errors import InputError
 from api.presenter import prediction_public
-from models.db import get_read_sessionmaker, get_sessionmaker, libpq_url
+from models.db import get_read_sessionmaker, get_sessionmaker, libpq_url, run_read
 from models.lifecycle import ENDED_CHANNEL
 from models.queue_eta import standing_if_queued
 from models.settings import Settings
@@ -144,7 +144,7 @@ async def wait_until_terminal(settings: Settings, prediction_id: str, timeout_s:
 async def load_prediction(settings: Settings, prediction_id: str) -> Prediction:
     """The prediction as it is now (one read on the async pool; rows are never deleted)."""
     async with get_read_sessionmaker(settings.database_url)() as session:
-        prediction = await session.get(Prediction, prediction_id)
+        prediction: Prediction | None = await run_read(session, Session.get, Prediction, prediction_id)
         assert prediction is not None, prediction_id
         return prediction
 
@@ -159,7 +159,7 @@ async def load_public(settings: Settings, storage: Storage, prediction_id: str) 
         return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
 
     async with get_read_sessionmaker(settings.database_url)() as session:
-        return await session.run_sync(present)
+        return await run_read(session, present)
 
 
 async def prefer_wait_response(settings: Settings, storage: Storage, prediction_id: str, wait_s: int) -> JSONResponse:

@@ -6,7 +6,7 @@ Read from Postgres (the truth), not from Redis: a message in Redis may be a dupl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Select, String, bindparam, func, select, tuple_
+from sqlalchemy import ColumnElement, DateTime, SQLColumnExpression, String, bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from models.status import Status
@@ -14,6 +14,7 @@ from models.tables import QUEUED_AT, Prediction
 
 # Recent runs that measure throughput; few enough to follow a change of hardware quickly.
 THROUGHPUT_SAMPLE = 20
+KNOWN_STANDINGS = "known_standings"  # Session.info entry: {prediction id: standing} read with the prediction
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,12 @@ class QueueStanding:
     eta_seconds: float | None  # estimated wait until it starts; None before any run was measured
 
 
-def _standing_statement() -> Select[int, float | None, int]:
+def standing_columns(
+    model: SQLColumnExpression[str], created_at: SQLColumnExpression[datetime], prediction_id: SQLColumnExpression[str]
+) -> tuple[ColumnElement[int], ColumnElement[float | None], ColumnElement[int]]:
     """The jobs ahead of a queued prediction, the mean GPU-seconds of the model's recent runs, and the workers
-    busy with the model now, in one statement. Values go in as parameters, so it compiles once: clients poll."""
-    model = bindparam("model", type_=String())
-    created_at = bindparam("created_at", type_=DateTime(timezone=True))
+    busy with the model now, as three scalar subqueries of the prediction's model, creation time and id: bound
+    values (``STANDING``) or the columns of a prediction read in the same statement (``models.keys``)."""
     ahead = (
         select(func.count())
         .select_from(Prediction)
@@ -35,7 +37,7 @@ def _standing_statement() -> Select[int, float | None, int]:
             # Through ix_predictions_queue_order: QUEUED_AT is NULL unless queued. The plain comparison is the one
             # the planner can estimate (a row comparison gets a fixed guess), so it picks that index.
             QUEUED_AT <= created_at,
-            tuple_(QUEUED_AT, Prediction.id) < tuple_(created_at, bindparam("id", type_=String())),
+            tuple_(QUEUED_AT, Prediction.id) < tuple_(created_at, prediction_id),
         )
     )
     recent = (
@@ -45,6 +47,7 @@ def _standing_statement() -> Select[int, float | None, int]:
         .where(Prediction.model == model, Prediction.status == Status.SUCCEEDED, Prediction.completed_at.is_not(None))
         .order_by(Prediction.completed_at.desc())
         .limit(THROUGHPUT_SAMPLE)
+        .correlate_except(Prediction)  # in FROM, where SQLAlchemy correlates nothing on its own
         .subquery()
     )
     busy = select(func.count(func.distinct(Prediction.worker))).where(
@@ -52,14 +55,21 @@ def _standing_statement() -> Select[int, float | None, int]:
         Prediction.model == model,
         Prediction.lease_expires_at > bindparam("now", type_=DateTime(timezone=True)),
     )
-    return select(
+    return (
         ahead.scalar_subquery(),
         select(func.avg(recent.c.gpu_seconds)).scalar_subquery(),
         busy.scalar_subquery(),
     )
 
 
-STANDING = _standing_statement()
+# Values go in as parameters, so it compiles once: clients poll.
+STANDING = select(
+    *standing_columns(
+        bindparam("model", type_=String()),
+        bindparam("created_at", type_=DateTime(timezone=True)),
+        bindparam("id", type_=String()),
+    )
+)
 
 
 def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
@@ -71,7 +81,11 @@ def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
         "now": datetime.now(UTC),
     }
     # Core on the session's connection: nothing to load, and the ORM's execution path costs more than this.
-    position, seconds_per_job, workers = session.connection().execute(STANDING, values).one()
+    return standing_of(*session.connection().execute(STANDING, values).one())
+
+
+def standing_of(position: int | None, seconds_per_job: float | None, workers: int | None) -> QueueStanding:
+    """The standing from the values of ``standing_columns``."""
     position, workers = int(position or 0), int(workers or 0)
     if seconds_per_job is None:
         return QueueStanding(position, None)
@@ -80,6 +94,14 @@ def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
     return QueueStanding(position, round(eta, 3))
 
 
+def remember_standing(session: Session, prediction_id: str, standing: QueueStanding) -> None:
+    """Keep a standing read in another statement (``models.keys``) for ``standing_if_queued`` in this session."""
+    session.info.setdefault(KNOWN_STANDINGS, {})[prediction_id] = standing
+
+
 def standing_if_queued(session: Session, prediction: Prediction) -> QueueStanding | None:
     """The standing while the prediction is queued (``starting``); None once it has started or ended."""
-    return queue_standing(session, prediction) if prediction.status == Status.STARTING else None
+    if prediction.status != Status.STARTING:
+        return None
+    known = session.info.get(KNOWN_STANDINGS, {}).get(prediction.id)
+    return queue_standing(session, prediction) if known is None else known

@@ -2,6 +2,7 @@
 workers retry those transactions with backoff, the relay and the webhook dispatcher reconnect, and every
 job ends once."""
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ pytestmark = pytest.mark.slow
 BATCH = 6
 # Longer than the outage plus the worker's retry pauses, so a finalize that waited it out still holds its claim.
 LONG_LEASE = {"FARM_LEASE_SECONDS": "20"}
+POOLED_CONNECTIONS = 6
 
 
 def test_postgres_down_while_workers_claim(pg_template: Path, tmp_path: Path) -> None:
@@ -53,3 +55,23 @@ def test_postgres_down_while_workers_finalize(pg_template: Path, tmp_path: Path)
     # The retried finalize recorded it: same attempt, no reaping, no second run.
     assert (rows[victim.id].status, rows[victim.id].attempt) == ("succeeded", 1)
     assert all(row.status == "succeeded" for row in rows.values())
+
+
+def test_polls_answer_through_a_postgres_restart(pg_template: Path, tmp_path: Path) -> None:
+    # The read pool does not ping a connection before each use: a poll that meets one the restart killed must be
+    # read again on a fresh connection, and the next polls must not meet the other dead ones.
+    with fault_scenario(pg_template, tmp_path) as scenario:
+        [prediction_id] = scenario.submit(1)
+        path = f"/v1/predictions/{prediction_id}"
+        with scenario.farm.client() as client, ThreadPoolExecutor(POOLED_CONNECTIONS) as pool:
+            # Concurrent polls leave several connections in the gateway's read pool.
+            warm = list(pool.map(lambda _: client.get(path).status_code, range(4 * POOLED_CONNECTIONS)))
+            assert warm == [200] * len(warm), scenario.farm.tail_logs()
+            scenario.postgres.stop_immediately()
+            scenario.postgres.start()
+
+            after = [client.get(path) for _ in range(2 * POOLED_CONNECTIONS)]
+
+        assert [response.status_code for response in after] == [200] * len(after), after[0].text
+        assert after[-1].json()["id"] == prediction_id
+        assert_guarantees(scenario)

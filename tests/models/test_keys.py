@@ -1,4 +1,4 @@
-"""Looking a key up by its hash, alone or with the prediction a poll reads."""
+"""Looking a key up by its hash, alone or with the prediction a poll reads and its queue standing."""
 
 from collections.abc import Iterator
 
@@ -7,7 +7,9 @@ from sqlalchemy import event
 
 from models.db import get_engine, session_scope
 from models.keys import create_api_key, find_active_key_loading, issue_api_key, revoke_key_row
+from models.queue_eta import queue_standing, standing_if_queued
 from models.tables import Prediction
+from tests.models.conftest import NewPrediction
 
 
 @pytest.fixture
@@ -33,6 +35,24 @@ def test_the_key_and_its_prediction_come_in_one_statement(
 
     assert key is not None and prediction is not None and prediction.api_key_id == key.id
     assert len(statements) == 1
+
+
+def test_a_queued_predictions_standing_comes_in_the_same_statement(
+    database_url: str, api_key: str, new_prediction: NewPrediction, statements: list[str]
+) -> None:
+    new_prediction()
+    behind_one = new_prediction()
+    statements.clear()
+
+    with session_scope(database_url) as session:
+        find_active_key_loading(session, api_key, behind_one)
+        prediction = session.get(Prediction, behind_one)
+        assert prediction is not None
+        standing = standing_if_queued(session, prediction)
+        assert len(statements) == 1
+        # What the standing's own statement says.
+        assert standing is not None and standing == queue_standing(session, prediction)
+        assert standing.position >= 1
 
 
 def test_another_keys_prediction_is_not_loaded(database_url: str, prediction_id: str, statements: list[str]) -> None:
