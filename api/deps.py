@@ -73,7 +73,9 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 async def get_read_session(settings: SettingsDep) -> AsyncIterator[AsyncSession]:
     """An autocommit session on an async connection (``models.db.get_read_sessionmaker``) for the hot
     paths: the caller's key, then a poll's reads on the same connection; no thread is taken."""
-    async with get_read_sessionmaker(settings.database_url)() as session:
+    async with get_read_sessionmaker(
+        settings.database_url, prepared=settings.database_prepared_statements
+    )() as session:
         yield session
 
 

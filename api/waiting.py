@@ -143,7 +143,9 @@ async def wait_until_terminal(settings: Settings, prediction_id: str, timeout_s:
 
 async def load_prediction(settings: Settings, prediction_id: str) -> Prediction:
     """The prediction as it is now (one read on the async pool; rows are never deleted)."""
-    async with get_read_sessionmaker(settings.database_url)() as session:
+    async with get_read_sessionmaker(
+        settings.database_url, prepared=settings.database_prepared_statements
+    )() as session:
         prediction: Prediction | None = await run_read(session, Session.get, Prediction, prediction_id)
         assert prediction is not None, prediction_id
         return prediction
@@ -158,7 +160,9 @@ async def load_public(settings: Settings, storage: Storage, prediction_id: str) 
         standing = standing_if_queued(session, prediction)
         return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
 
-    async with get_read_sessionmaker(settings.database_url)() as session:
+    async with get_read_sessionmaker(
+        settings.database_url, prepared=settings.database_prepared_statements
+    )() as session:
         return await run_read(session, present)
 
 

@@ -28,9 +28,11 @@ class Base(DeclarativeBase):
 
 
 # connect_timeout: an unreachable server (not one refusing) must fail fast enough for retries to matter.
-# No server-side prepared statements: they saved nothing measurable here (make bench-gateway) and break
-# behind PgBouncer in transaction mode, the first thing docs/capacity.md adds as the farm grows.
+# No server-side prepared statements, but on the read pool (get_read_sessionmaker): elsewhere they saved
+# nothing measurable here, and before PgBouncer 1.21 they break behind it in transaction mode.
 CONNECT_ARGS = {"connect_timeout": 5, "prepare_threshold": None}
+# psycopg's default: a statement run this many times on a connection is prepared there (parsed and planned once).
+PREPARE_THRESHOLD = 5
 # A fixed pool per engine and process, no overflow: a connection opened beyond the pool is closed when
 # returned, and under load that churn (a Postgres backend forked per request) cost more than the queries.
 # 20 covers the gateway's 40 request threads (each holds one only while its queries run).
@@ -51,8 +53,12 @@ def _engine(database_url: str, pre_ping: bool) -> Engine:
     )
 
 
-@lru_cache
-def get_read_sessionmaker(database_url: str) -> async_sessionmaker[AsyncSession]:
+def get_read_sessionmaker(database_url: str, *, prepared: bool = True) -> async_sessionmaker[AsyncSession]:
+    return _read_sessionmaker(database_url, prepared)
+
+
+@lru_cache  # positional arguments only, as _engine
+def _read_sessionmaker(database_url: str, prepared: bool) -> async_sessionmaker[AsyncSession]:
     """Sessions for the gateway's hot paths (the caller's key, polls): psycopg's async connections, so a
     request waits for Postgres without holding a thread, in autocommit, so each statement is one round trip
     with no BEGIN and COMMIT around it (each reads its own snapshot; a single-statement write commits at once).
@@ -61,13 +67,16 @@ def get_read_sessionmaker(database_url: str) -> async_sessionmaker[AsyncSession]
 
     No ping before each checkout, unlike ``get_engine``: on a poll that round trip was a quarter of the work.
     A connection that a Postgres restart killed fails its first statement instead; SQLAlchemy then marks every
-    pooled connection of that time stale, and ``run_read`` runs the read again on a fresh one."""
+    pooled connection of that time stale, and ``run_read`` runs the read again on a fresh one.
+
+    ``prepared`` (``Settings.database_prepared_statements``): its statements are prepared on each connection,
+    so Postgres plans a poll's statement once per connection instead of on every poll."""
     engine = create_async_engine(
         database_url,
         pool_size=POOL_SIZE,
         max_overflow=0,
         isolation_level="AUTOCOMMIT",
-        connect_args=CONNECT_ARGS,
+        connect_args={**CONNECT_ARGS, "prepare_threshold": PREPARE_THRESHOLD if prepared else None},
     )
     return async_sessionmaker(engine, expire_on_commit=False)
 

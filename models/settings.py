@@ -21,6 +21,12 @@ class Settings(BaseSettings):
         default="postgresql+psycopg://postgres@127.0.0.1:5432/farm",
         description="SQLAlchemy URL of the Postgres database that records every prediction.",
     )
+    database_prepared_statements: bool = Field(
+        default=True,
+        description="Polls and key lookups run as server-side prepared statements, planned once per connection. "
+        "Behind PgBouncer in transaction mode this needs PgBouncer 1.21+ with max_prepared_statements > 0; "
+        "set false for an older one.",
+    )
     broker_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Celery broker (Redis) that carries ready jobs."
     )

@@ -1,8 +1,12 @@
-"""Session scopes on real Postgres: a transaction around the work, or each statement on its own."""
+"""Session scopes on real Postgres: a transaction around the work, or each statement on its own; the read pool's
+prepared statements."""
+
+import asyncio
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
-from models.db import session_scope
+from models.db import PREPARE_THRESHOLD, get_read_sessionmaker, run_read, session_scope
 
 # Two statements' transaction start times: equal inside one transaction, apart when each is its own.
 TWO_STARTS = (text("SELECT now()"), text("SELECT pg_sleep(0.01), now()"))
@@ -30,3 +34,26 @@ def test_a_connection_goes_back_to_the_pool_transactional_after_an_autocommit_sc
         starts(database_url, autocommit=True)
         first, second = starts(database_url, autocommit=False)
         assert first == second
+
+
+def prepared_on_the_connection(session: Session) -> int:
+    for _ in range(PREPARE_THRESHOLD + 1):
+        session.execute(text("SELECT 1 + :n"), {"n": 1})
+    return int(session.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one())
+
+
+async def prepared_after_repeats(database_url: str, *, prepared: bool) -> int:
+    sessions = get_read_sessionmaker(database_url, prepared=prepared)
+    try:
+        async with sessions() as session:
+            return await run_read(session, prepared_on_the_connection)
+    finally:
+        await sessions.kw["bind"].dispose()  # its connections belong to this test's event loop
+
+
+def test_the_read_pool_prepares_a_statement_it_runs_again(database_url: str) -> None:
+    assert asyncio.run(prepared_after_repeats(database_url, prepared=True)) >= 1
+
+
+def test_the_read_pool_can_do_without_prepared_statements(database_url: str) -> None:
+    assert asyncio.run(prepared_after_repeats(database_url, prepared=False)) == 0
