@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -70,12 +70,15 @@ def end_session(session: Session, *, commit: bool) -> None:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
+def read_sessions(settings: Settings) -> async_sessionmaker[AsyncSession]:
+    """Sessions of the read pool (``models.db.get_read_sessionmaker``), prepared statements as the settings say."""
+    return get_read_sessionmaker(settings.database_url, prepared=settings.database_prepared_statements)
+
+
 async def get_read_session(settings: SettingsDep) -> AsyncIterator[AsyncSession]:
-    """An autocommit session on an async connection (``models.db.get_read_sessionmaker``) for the hot
-    paths: the caller's key, then a poll's reads on the same connection; no thread is taken."""
-    async with get_read_sessionmaker(
-        settings.database_url, prepared=settings.database_prepared_statements
-    )() as session:
+    """An autocommit session on an async connection (``read_sessions``) for the hot paths: the caller's key,
+    then a poll's reads on the same connection; no thread is taken."""
+    async with read_sessions(settings)() as session:
         yield session
 
 

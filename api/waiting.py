@@ -20,9 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from api.deps import read_sessions
 from api.errors import InputError
 from api.presenter import prediction_public
-from models.db import get_read_sessionmaker, get_sessionmaker, libpq_url, run_read
+from models.db import get_sessionmaker, libpq_url, run_read
 from models.lifecycle import ENDED_CHANNEL
 from models.queue_eta import standing_if_queued
 from models.settings import Settings
@@ -143,9 +144,7 @@ async def wait_until_terminal(settings: Settings, prediction_id: str, timeout_s:
 
 async def load_prediction(settings: Settings, prediction_id: str) -> Prediction:
     """The prediction as it is now (one read on the async pool; rows are never deleted)."""
-    async with get_read_sessionmaker(
-        settings.database_url, prepared=settings.database_prepared_statements
-    )() as session:
+    async with read_sessions(settings)() as session:
         prediction: Prediction | None = await run_read(session, Session.get, Prediction, prediction_id)
         assert prediction is not None, prediction_id
         return prediction
@@ -160,9 +159,7 @@ async def load_public(settings: Settings, storage: Storage, prediction_id: str) 
         standing = standing_if_queued(session, prediction)
         return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
 
-    async with get_read_sessionmaker(
-        settings.database_url, prepared=settings.database_prepared_statements
-    )() as session:
+    async with read_sessions(settings)() as session:
         return await run_read(session, present)
 
 

@@ -65,9 +65,9 @@ def _read_sessionmaker(database_url: str, prepared: bool) -> async_sessionmaker[
     ``run_read`` runs this package's (sync) functions on them. Its connections belong to the event loop that
     opened them.
 
-    No ping before each checkout, unlike ``get_engine``: on a poll that round trip was a quarter of the work.
-    A connection that a Postgres restart killed fails its first statement instead; SQLAlchemy then marks every
-    pooled connection of that time stale, and ``run_read`` runs the read again on a fresh one.
+    No ping before each checkout, unlike ``get_engine``: it was one round trip more on every poll. A connection
+    that a Postgres restart killed fails its first statement instead; SQLAlchemy then marks every pooled
+    connection of that time stale, and ``run_read`` runs the read again on a fresh one.
 
     ``prepared`` (``Settings.database_prepared_statements``): its statements are prepared on each connection,
     so Postgres plans a poll's statement once per connection instead of on every poll."""
