@@ -119,9 +119,15 @@ api_key_scheme = APIKeyHeader(
 )
 
 
-def find_and_touch_key(session: Session, key: str, polled_id: str | None = None) -> ApiKey | None:
-    """The caller's key, its use recorded; with ``polled_id``, that prediction is loaded in the same round trip."""
-    row = find_active_key(session, key) if polled_id is None else find_active_key_loading(session, key, polled_id)
+def find_and_touch_key(
+    session: Session, key: str, polled_id: str | None = None, with_standing: bool = False
+) -> ApiKey | None:
+    """The caller's key, its use recorded; with ``polled_id``, that prediction (``with_standing``, and its queue
+    standing) is loaded in the same round trip."""
+    if polled_id is None:
+        row = find_active_key(session, key)
+    else:
+        row = find_active_key_loading(session, key, polled_id, with_standing=with_standing)
     if row is not None:
         touch_key(session, row)
     return row
@@ -165,24 +171,33 @@ async def get_current_key(
     )
 
 
-async def get_reading_key(
-    request: Request,
-    session: ReadSessionDep,
-    settings: SettingsDep,
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
-    x_api_key: Annotated[str | None, Security(api_key_scheme)],
-) -> ApiKey:
-    """The caller's key for the async polling routes: looked up on their read session, so no thread is taken.
-    The prediction the path names comes in the same statement, so the route's own read of it is free."""
-    named = (request.path_params.get(name) for name in POLLED_ID_PARAMS)
-    polled = next((value for value in named if value is not None and could_be_id(value)), None)
-    return await authenticate(
-        request, settings, x_api_key, lambda key: run_read(session, find_and_touch_key, key, polled)
-    )
+def reading_key(*, with_standing: bool) -> Callable[..., Awaitable[ApiKey]]:
+    """The dependency of the async polling routes: the caller's key, looked up on their read session, so no thread
+    is taken. The prediction the path names comes in the same statement, so the route's own read of it is free;
+    ``with_standing``, its queue standing too, for the routes that show it."""
+
+    async def get_reading_key(
+        request: Request,
+        session: ReadSessionDep,
+        settings: SettingsDep,
+        _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+        x_api_key: Annotated[str | None, Security(api_key_scheme)],
+    ) -> ApiKey:
+        named = (request.path_params.get(name) for name in POLLED_ID_PARAMS)
+        polled = next((value for value in named if value is not None and could_be_id(value)), None)
+        return await authenticate(
+            request,
+            settings,
+            x_api_key,
+            lambda key: run_read(session, find_and_touch_key, key, polled, with_standing),
+        )
+
+    return get_reading_key
 
 
 CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
-ReadingKey = Annotated[ApiKey, Depends(get_reading_key)]
+ReadingKey = Annotated[ApiKey, Depends(reading_key(with_standing=False))]
+PollingKey = Annotated[ApiKey, Depends(reading_key(with_standing=True))]
 
 
 def owned_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction:

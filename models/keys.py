@@ -6,7 +6,7 @@ import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy import Executable, and_, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from models.queue_eta import remember_standing, standing_columns, standing_of
@@ -59,20 +59,19 @@ ACTIVE_KEY_BY_HASH = select(ApiKey).where(ApiKey.key_hash == bindparam("digest")
 
 
 LOADED_PREDICTION = "loaded_prediction"  # Session.info entry of find_active_key_loading
-# The same, with the key's own prediction of a given id beside it (NULLs when there is none) and, while that is
-# queued, its standing (computed only then: Postgres evaluates only the CASE branch taken).
+# The same, with the key's own prediction of a given id beside it (NULLs when there is none).
 _polled = aliased(Prediction, name="polled")
 ACTIVE_KEY_AND_ITS_PREDICTION = (
-    select(
-        ApiKey,
-        _polled,
-        *(
-            case((_polled.status == Status.STARTING, column))
-            for column in standing_columns(_polled.model, _polled.created_at, _polled.id)
-        ),
-    )
+    select(ApiKey, _polled)
     .outerjoin(_polled, and_(_polled.id == bindparam("prediction_id"), _polled.api_key_id == ApiKey.id))
     .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
+)
+# And, while that is queued, its standing (computed only then: Postgres evaluates only the CASE branch taken).
+ACTIVE_KEY_ITS_PREDICTION_AND_STANDING = ACTIVE_KEY_AND_ITS_PREDICTION.add_columns(
+    *(
+        case((_polled.status == Status.STARTING, column))
+        for column in standing_columns(_polled.model, _polled.created_at, _polled.id)
+    )
 )
 
 
@@ -82,19 +81,25 @@ def find_active_key(session: Session, key: str) -> ApiKey | None:
     return matching(session.scalar(ACTIVE_KEY_BY_HASH, {"digest": digest}), digest)
 
 
-def find_active_key_loading(session: Session, key: str, prediction_id: str) -> ApiKey | None:
+def find_active_key_loading(
+    session: Session, key: str, prediction_id: str, *, with_standing: bool = False
+) -> ApiKey | None:
     """As ``find_active_key``, in the same round trip loading the key's prediction ``prediction_id`` into the
-    session, so that a later ``session.get`` of it is answered from the identity map, and its queue standing
-    (``queue_eta.standing_if_queued``). For polls: they read the caller's key, then one prediction."""
+    session, so that a later ``session.get`` of it is answered from the identity map; ``with_standing``, its
+    queue standing too (``queue_eta.standing_if_queued``). For polls: they read the caller's key, then one
+    prediction, and most show where it stands in the queue."""
     digest = hash_key(key)
-    values = {"digest": digest, "prediction_id": prediction_id, "now": datetime.now(UTC)}
-    found = session.execute(ACTIVE_KEY_AND_ITS_PREDICTION, values).first()
+    values: dict[str, object] = {"digest": digest, "prediction_id": prediction_id}
+    statement: Executable = ACTIVE_KEY_AND_ITS_PREDICTION
+    if with_standing:
+        statement, values["now"] = ACTIVE_KEY_ITS_PREDICTION_AND_STANDING, datetime.now(UTC)
+    found = session.execute(statement, values).first()
     if found is None:
         return None
     row, prediction, standing = found[0], found[1], found[2:]
     # The identity map holds objects weakly: keep the prediction alive until the session ends.
     session.info[LOADED_PREDICTION] = prediction
-    if prediction is not None and prediction.status == Status.STARTING:
+    if with_standing and prediction is not None and prediction.status == Status.STARTING:
         remember_standing(session, prediction.id, standing_of(*standing))
     return matching(row, digest)
 

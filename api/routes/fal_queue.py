@@ -23,7 +23,7 @@ from api.compat.fal import (
     status_body,
     unfinished_result,
 )
-from api.deps import CurrentKey, IdempotencyKeyHeader, ReadingKey, ReadSessionDep, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentKey, IdempotencyKeyHeader, PollingKey, ReadSessionDep, SessionDep, SettingsDep, StorageDep
 from api.openapi_errors import SPEND_CAP_REACHED, answers
 from api.submit import submit_prediction
 from api.waiting import DeferredResponse
@@ -118,7 +118,7 @@ async def request_status(
     app: str,
     request_id: str,
     session: ReadSessionDep,
-    key: ReadingKey,
+    key: PollingKey,
     settings: SettingsDep,
     logs: bool = False,
 ) -> JSONResponse:

@@ -16,7 +16,7 @@ from api.cancel_after import parse_cancel_after
 from api.deps import (
     CurrentKey,
     IdempotencyKeyHeader,
-    ReadingKey,
+    PollingKey,
     ReadSessionDep,
     SessionDep,
     SettingsDep,
@@ -182,7 +182,7 @@ def create_model_prediction(
 
 @router.get("/predictions/{prediction_id}")
 async def get_prediction(
-    prediction_id: str, session: ReadSessionDep, key: ReadingKey, settings: SettingsDep, storage: StorageDep
+    prediction_id: str, session: ReadSessionDep, key: PollingKey, settings: SettingsDep, storage: StorageDep
 ) -> dict[str, Any]:
     """The prediction's current state; while queued, its place in the queue and estimated wait."""
 

@@ -45,7 +45,7 @@ def test_a_queued_predictions_standing_comes_in_the_same_statement(
     statements.clear()
 
     with session_scope(database_url) as session:
-        find_active_key_loading(session, api_key, behind_one)
+        find_active_key_loading(session, api_key, behind_one, with_standing=True)
         prediction = session.get(Prediction, behind_one)
         assert prediction is not None
         standing = standing_if_queued(session, prediction)
