@@ -17,6 +17,7 @@ from models.catalog import ModelSpec
 from models.ids import new_prediction_id
 from models.inputs import choose_seed
 from models.lifecycle import create_prediction
+from models.queue_eta import read_standing, remember_standing
 from models.settings import Settings
 from models.storage import Storage, storage_from_settings
 from models.tables import ApiKey, Prediction
@@ -34,12 +35,14 @@ def submit_prediction(
     storage: Storage | None = None,
     webhook: WebhookTarget | None = None,
     idempotency_key: str | None = None,
+    with_standing: bool = False,
 ) -> Prediction:
-    """Validate ``raw_input`` and record the prediction; nothing is stored when the input is invalid.
+    """Validate ``raw_input`` and record the prediction, committed; nothing is stored when the input is invalid.
 
     With an ``idempotency_key`` seen before (same request) the first prediction is returned instead.
     An init image (``image``) is fetched, checked and stored here, before the row; the key's caps are
-    checked last, with its row locked. ``storage`` defaults to the process's own.
+    checked last, with its row locked until the commit. ``storage`` defaults to the process's own.
+    ``with_standing``: its queue standing is read too, for ``queue_standing``.
     """
     if idempotency_key is not None:
         request_hash = fingerprint(
@@ -67,6 +70,11 @@ def submit_prediction(
             storage=storage or storage_from_settings(settings),
         )
         stored_input, image_key = {**raw_input, "image": image.input_value}, image.storage_key
+    if with_standing:
+        # Before admit() locks the key's row, which the key's other creates wait for: in a deep queue this count is
+        # the slowest statement of a create. Jobs that other creates commit meanwhile may be missed; polls tell.
+        standing = read_standing(session, spec.ref, datetime.now(UTC), prediction_id)
+        remember_standing(session, prediction_id, standing)
     admit(session, key, settings)
     prediction = create_prediction(
         session,
@@ -84,4 +92,7 @@ def submit_prediction(
         remember(
             session, api_key_id=key.id, key=idempotency_key, request_hash=request_hash, prediction_id=prediction.id
         )
+    # Now, not when the route returns: until then the key's row stays locked (admit), and the key's other creates
+    # would wait for this response to be built and for two thread hops.
+    session.commit()
     return prediction

@@ -73,13 +73,16 @@ STANDING = select(
 
 
 def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
-    """The standing of a ``starting`` prediction, in one round trip."""
-    values = {
-        "model": prediction.model,
-        "created_at": prediction.created_at,
-        "id": prediction.id,
-        "now": datetime.now(UTC),
-    }
+    """The standing of a ``starting`` prediction: the one ``remember_standing`` kept, else read in one round trip."""
+    known: QueueStanding | None = session.info.get(KNOWN_STANDINGS, {}).get(prediction.id)
+    if known is not None:
+        return known
+    return read_standing(session, prediction.model, prediction.created_at, prediction.id)
+
+
+def read_standing(session: Session, model: str, created_at: datetime, prediction_id: str) -> QueueStanding:
+    """The standing of a queued prediction of ``model`` created at ``created_at``, whether or not it is written yet."""
+    values = {"model": model, "created_at": created_at, "id": prediction_id, "now": datetime.now(UTC)}
     # Core on the session's connection: nothing to load, and the ORM's execution path costs more than this.
     return standing_of(*session.connection().execute(STANDING, values).one())
 
@@ -95,13 +98,11 @@ def standing_of(position: int | None, seconds_per_job: float | None, workers: in
 
 
 def remember_standing(session: Session, prediction_id: str, standing: QueueStanding) -> None:
-    """Keep a standing read in another statement (``models.keys``) for ``standing_if_queued`` in this session."""
+    """Keep a standing read in another statement (``models.keys``, ``api.submit``) for ``queue_standing`` in this
+    session."""
     session.info.setdefault(KNOWN_STANDINGS, {})[prediction_id] = standing
 
 
 def standing_if_queued(session: Session, prediction: Prediction) -> QueueStanding | None:
     """The standing while the prediction is queued (``starting``); None once it has started or ended."""
-    if prediction.status != Status.STARTING:
-        return None
-    known = session.info.get(KNOWN_STANDINGS, {}).get(prediction.id)
-    return queue_standing(session, prediction) if known is None else known
+    return queue_standing(session, prediction) if prediction.status == Status.STARTING else None

@@ -106,6 +106,7 @@ def submit(
         settings=settings,
         webhook=webhook,
         idempotency_key=idempotency_key,
+        with_standing=True,
     )
     position = queue_standing(session, prediction).position
     urls = request_urls(settings.public_url, f"{owner}/{app}", prediction.id)

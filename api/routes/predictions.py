@@ -115,6 +115,7 @@ def _create(
         cancel_after=None if cancel_after is None else parse_cancel_after(cancel_after),
         webhook=webhook,
         idempotency_key=idempotency_key,
+        with_standing=wait_s is None,
     )
     if wait_s is not None:
         prediction_id = prediction.id

@@ -225,10 +225,12 @@ def test_string_numbers_are_coerced(gateway: Farm) -> None:
 
 def test_queued_predictions_report_their_place_in_the_queue(gateway: Farm) -> None:
     with gateway.client() as client:
-        ids = [client.post(MODEL_PATH, json={"input": GOOD_INPUT}).json()["id"] for _ in range(3)]
-        positions = [client.get(f"/v1/predictions/{i}").json()["queue_position"] for i in ids]
-        etas = [client.get(f"/v1/predictions/{i}").json()["eta_seconds"] for i in ids]
+        created = [client.post(MODEL_PATH, json={"input": GOOD_INPUT}).json() for _ in range(3)]
+        positions = [client.get(f"/v1/predictions/{c['id']}").json()["queue_position"] for c in created]
+        etas = [client.get(f"/v1/predictions/{c['id']}").json()["eta_seconds"] for c in created]
     assert positions[1] == positions[0] + 1 and positions[2] == positions[0] + 2
+    # The create reads its standing before its row is written: the same place as its polls.
+    assert [c["queue_position"] for c in created] == positions
     assert etas == [None, None, None]  # nothing has run on this farm, so no throughput is known
 
 

@@ -7,7 +7,7 @@ from sqlalchemy import event
 
 from models.db import get_engine, session_scope
 from models.keys import create_api_key, find_active_key_loading, issue_api_key, revoke_key_row
-from models.queue_eta import queue_standing, standing_if_queued
+from models.queue_eta import read_standing, standing_if_queued
 from models.tables import Prediction
 from tests.models.conftest import NewPrediction
 
@@ -51,7 +51,8 @@ def test_a_queued_predictions_standing_comes_in_the_same_statement(
         standing = standing_if_queued(session, prediction)
         assert len(statements) == 1
         # What the standing's own statement says.
-        assert standing is not None and standing == queue_standing(session, prediction)
+        assert standing is not None
+        assert standing == read_standing(session, prediction.model, prediction.created_at, prediction.id)
         assert standing.position >= 1
 
 
