@@ -59,18 +59,17 @@ def relay_batch(sessions: sessionmaker[Session], celery: Celery, failpoints: Fai
         messages = sorted(marked, key=lambda message: message.id)  # RETURNING has no order; the queue is FIFO
         if messages:
             failpoints.hit("relay.before_publish")
-        # One Redis pipeline for the batch (kombu's publish batch): each job's LPUSH and its task-sent event go out
-        # together when the block ends, instead of a round trip (and a new redis-py client) for each command.
-        with celery.producer_or_acquire() as producer, producer.batch():
-            for message in messages:
-                celery.send_task(
-                    message.task_name,
-                    args=[message.prediction_id],
-                    task_id=message.prediction_id,
-                    queue=message.queue,
-                    producer=producer,
-                )
-        if messages:
+            # One Redis pipeline for the batch (kombu's publish batch): each job's LPUSH and its task-sent event go
+            # out together when the block ends, not a round trip (and a new redis-py client) for each command.
+            with celery.producer_or_acquire() as producer, producer.batch():
+                for message in messages:
+                    celery.send_task(
+                        message.task_name,
+                        args=[message.prediction_id],
+                        task_id=message.prediction_id,
+                        queue=message.queue,
+                        producer=producer,
+                    )
             failpoints.hit("relay.after_publish")
     return len(messages)
 
