@@ -1,5 +1,9 @@
 """The gateway application."""
 
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from api.access_log import drop_query_strings_from_access_log
@@ -29,8 +33,20 @@ from api.routes import (
 from models.settings import get_settings
 
 
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """Before a gateway process's first request, freeze the objects start-up loaded (modules, routes, pools;
+    ~160,000) out of the garbage collector's full passes. Under load a pass came every few seconds and walked them
+    all, 100-180 ms each on a 2-core VM: 15-20% of a poll's CPU, and a pause for the requests it met. They live as
+    long as the process, so nothing collectable is lost once start-up's own garbage is collected first."""
+    gc.collect()
+    gc.freeze()
+    yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="SD3.5 Medium render farm",
         summary="Replicate-compatible prediction API for Stable Diffusion 3.5 Medium on your own GPUs.",
         version="0.1.0",
