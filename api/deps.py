@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.rate_limit import STATE_KEY, check_rate
-from models.db import get_read_sessionmaker, get_sessionmaker, run_read
+from models.db import get_read_engine, get_read_sessionmaker, get_sessionmaker, run_raw_read
 from models.ids import could_be_id
-from models.keys import find_active_key, find_active_key_loading, touch_key
+from models.keys import find_active_key, touch_key
+from models.poll_read import Polled, read_polled
 from models.settings import Settings, get_settings
 from models.storage import Storage, storage_from_settings
 from models.tables import ApiKey, Prediction
@@ -75,16 +76,6 @@ def read_sessions(settings: Settings) -> async_sessionmaker[AsyncSession]:
     return get_read_sessionmaker(settings.database_url, prepared=settings.database_prepared_statements)
 
 
-async def get_read_session(settings: SettingsDep) -> AsyncIterator[AsyncSession]:
-    """An autocommit session on an async connection (``read_sessions``) for the hot paths: the caller's key,
-    then a poll's reads on the same connection; no thread is taken."""
-    async with read_sessions(settings)() as session:
-        yield session
-
-
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
-
-
 async def get_storage(settings: SettingsDep) -> Storage:
     """The process's storage (built once, no I/O); async for the same reason as ``current_settings``."""
     return storage_from_settings(settings)
@@ -119,27 +110,16 @@ api_key_scheme = APIKeyHeader(
 )
 
 
-def find_and_touch_key(
-    session: Session, key: str, polled_id: str | None = None, with_standing: bool = False
-) -> ApiKey | None:
-    """The caller's key, its use recorded; with ``polled_id``, that prediction (``with_standing``, and its queue
-    standing) is loaded in the same round trip."""
-    if polled_id is None:
-        row = find_active_key(session, key)
-    else:
-        row = find_active_key_loading(session, key, polled_id, with_standing=with_standing)
+def find_and_touch_key(session: Session, key: str) -> ApiKey | None:
+    """The caller's key, its use recorded."""
+    row = find_active_key(session, key)
     if row is not None:
         touch_key(session, row)
     return row
 
 
-async def authenticate(
-    request: Request,
-    settings: Settings,
-    x_api_key: str | None,
-    lookup: Callable[[str], Awaitable[ApiKey | None]],
-) -> ApiKey:
-    """The caller's key found by ``lookup``, its request counted against the key's rate limit (429 when over)."""
+def require_presented_key(request: Request, x_api_key: str | None) -> str:
+    """The key the request presents; 401 when it presents none."""
     key = presented_key(request.headers.get("authorization"), x_api_key)
     if key is None:
         raise HTTPException(
@@ -147,15 +127,16 @@ async def authenticate(
             detail="Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    row = await lookup(key)
-    if row is None:
-        raise HTTPException(
-            status_code=401,
-            detail="Invalid or revoked API key.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    setattr(request.state, STATE_KEY, await check_rate(settings, row, request.method))
-    return row
+    return key
+
+
+def unknown_key() -> HTTPException:
+    return HTTPException(status_code=401, detail="Invalid or revoked API key.", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def count_request(request: Request, settings: Settings, key: ApiKey) -> None:
+    """Count the request against the key's rate limit (429 when over); its headers go on the response."""
+    setattr(request.state, STATE_KEY, await check_rate(settings, key, request.method))
 
 
 async def get_current_key(
@@ -166,43 +147,59 @@ async def get_current_key(
     x_api_key: Annotated[str | None, Security(api_key_scheme)],
 ) -> ApiKey:
     """The caller's key, looked up in the request's own transaction (one connection per request)."""
-    return await authenticate(
-        request, settings, x_api_key, lambda key: run_in_threadpool(find_and_touch_key, session, key)
-    )
+    row = await run_in_threadpool(find_and_touch_key, session, require_presented_key(request, x_api_key))
+    if row is None:
+        raise unknown_key()
+    await count_request(request, settings, row)
+    return row
 
 
-def reading_key(*, with_standing: bool) -> Callable[..., Awaitable[ApiKey]]:
-    """The dependency of the async polling routes: the caller's key, looked up on their read session, so no thread
-    is taken. The prediction the path names comes in the same statement, so the route's own read of it is free;
-    ``with_standing``, its queue standing too, for the routes that show it."""
+def polling(*, with_standing: bool) -> Callable[..., Awaitable[Polled]]:
+    """The dependency of the async polling routes: the caller's key and the prediction the path names (theirs
+    only), in one statement on the read pool (``models.poll_read``), so no thread is taken; ``with_standing``,
+    its queue standing too, for the routes that show it."""
 
-    async def get_reading_key(
+    async def get_polled(
         request: Request,
-        session: ReadSessionDep,
         settings: SettingsDep,
         _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
         x_api_key: Annotated[str | None, Security(api_key_scheme)],
-    ) -> ApiKey:
+    ) -> Polled:
+        key = require_presented_key(request, x_api_key)
         named = (request.path_params.get(name) for name in POLLED_ID_PARAMS)
-        polled = next((value for value in named if value is not None and could_be_id(value)), None)
-        return await authenticate(
-            request,
-            settings,
-            x_api_key,
-            lambda key: run_read(session, find_and_touch_key, key, polled, with_standing),
+        # An id that cannot be one matches no row, and the key is still looked up.
+        polled_id = next((value for value in named if value is not None and could_be_id(value)), "")
+        engine = get_read_engine(settings.database_url, prepared=settings.database_prepared_statements)
+        polled = await run_raw_read(
+            engine, lambda connection: read_polled(connection, key, polled_id, with_standing=with_standing)
         )
+        if polled is None:
+            raise unknown_key()
+        await count_request(request, settings, polled.key)
+        return polled
 
-    return get_reading_key
+    return get_polled
 
 
 CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
-ReadingKey = Annotated[ApiKey, Depends(reading_key(with_standing=False))]
-PollingKey = Annotated[ApiKey, Depends(reading_key(with_standing=True))]
+PolledDep = Annotated[Polled, Depends(polling(with_standing=False))]
+PolledWithStanding = Annotated[Polled, Depends(polling(with_standing=True))]
 
 
 def owned_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction:
     """The caller's prediction; another key's ids are answered like unknown ones."""
     prediction = session.get(Prediction, prediction_id) if could_be_id(prediction_id) else None
     if prediction is None or prediction.api_key_id != key.id:
-        raise HTTPException(404, f"Prediction {prediction_id!r} not found.")
+        raise prediction_not_found(prediction_id)
     return prediction
+
+
+def polled_prediction(polled: Polled, prediction_id: str) -> Prediction:
+    """The polled prediction (the caller's own: the read joins it on their key)."""
+    if polled.prediction is None:
+        raise prediction_not_found(prediction_id)
+    return polled.prediction
+
+
+def prediction_not_found(prediction_id: str) -> HTTPException:
+    return HTTPException(404, f"Prediction {prediction_id!r} not found.")

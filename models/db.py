@@ -1,14 +1,15 @@
 """Declarative base with a naming convention, and the engine/session factory."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Engine, MetaData, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 T = TypeVar("T")
@@ -54,31 +55,59 @@ def _engine(database_url: str, pre_ping: bool) -> Engine:
 
 
 def get_read_sessionmaker(database_url: str, *, prepared: bool = True) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the read pool (``get_read_engine``). ``run_read`` runs this package's (sync) functions on them."""
     return _read_sessionmaker(database_url, prepared)
 
 
 @lru_cache  # positional arguments only, as _engine
 def _read_sessionmaker(database_url: str, prepared: bool) -> async_sessionmaker[AsyncSession]:
-    """Sessions for the gateway's hot paths (the caller's key, polls): psycopg's async connections, so a
-    request waits for Postgres without holding a thread, in autocommit, so each statement is one round trip
-    with no BEGIN and COMMIT around it (each reads its own snapshot; a single-statement write commits at once).
-    ``run_read`` runs this package's (sync) functions on them. Its connections belong to the event loop that
-    opened them.
+    return async_sessionmaker(_read_engine(database_url, prepared), expire_on_commit=False)
+
+
+def get_read_engine(database_url: str, *, prepared: bool = True) -> AsyncEngine:
+    """The pool of the gateway's hot paths (the caller's key, polls): psycopg's async connections, so a request
+    waits for Postgres without holding a thread, in autocommit, so each statement is one round trip with no BEGIN
+    and COMMIT around it (each reads its own snapshot; a single-statement write commits at once). Its connections
+    belong to the event loop that opened them.
 
     No ping before each checkout, unlike ``get_engine``: it was one round trip more on every poll. A connection
-    that a Postgres restart killed fails its first statement instead; SQLAlchemy then marks every pooled
-    connection of that time stale, and ``run_read`` runs the read again on a fresh one.
+    that a Postgres restart killed fails its first statement instead; every pooled connection of that time is then
+    marked stale, and ``run_read`` and ``run_raw_read`` run the read again on a fresh one.
 
     ``prepared`` (``Settings.database_prepared_statements``): its statements are prepared on each connection,
     so Postgres plans a poll's statement once per connection instead of on every poll."""
-    engine = create_async_engine(
+    return _read_engine(database_url, prepared)
+
+
+@lru_cache  # positional arguments only, as _engine
+def _read_engine(database_url: str, prepared: bool) -> AsyncEngine:
+    return create_async_engine(
         database_url,
         pool_size=POOL_SIZE,
         max_overflow=0,
         isolation_level="AUTOCOMMIT",
         connect_args={**CONNECT_ARGS, "prepare_threshold": PREPARE_THRESHOLD if prepared else None},
     )
-    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def run_raw_read(engine: AsyncEngine, read: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+    """``read`` on a pooled connection of ``engine`` (``get_read_engine``) as psycopg's own, without SQLAlchemy's
+    execution layer; run once more on a fresh connection if that one turned out dead (only for reads, and writes
+    that may run twice)."""
+    async with engine.connect() as connection:
+        pooled = await connection.get_raw_connection()
+        driver: psycopg.AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]
+        try:
+            return await read(driver)
+        except psycopg.OperationalError as error:
+            if not driver.broken:
+                raise
+            # What SQLAlchemy does when a statement of its own meets a dead connection: every connection pooled
+            # before now is stale (a Postgres restart killed them all), to be replaced at its next checkout.
+            engine.sync_engine.pool._invalidate(pooled, error)
+    async with engine.connect() as connection:
+        pooled = await connection.get_raw_connection()
+        return await read(pooled.driver_connection)  # type: ignore[arg-type]
 
 
 async def run_read(session: AsyncSession, read: Callable[..., T], *args: Any) -> T:

@@ -5,13 +5,12 @@ import hashlib
 import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Executable, and_, bindparam, case, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import DateTime, bindparam, or_, select, update
+from sqlalchemy.orm import Session
 
-from models.queue_eta import remember_standing, standing_columns, standing_of
-from models.status import Status
-from models.tables import ApiKey, Prediction
+from models.tables import ApiKey
 
 KEY_PREFIX = "farm_"
 WEBHOOK_SECRET_PREFIX = "whsec_"
@@ -58,50 +57,10 @@ def issue_api_key(
 ACTIVE_KEY_BY_HASH = select(ApiKey).where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
 
 
-LOADED_PREDICTION = "loaded_prediction"  # Session.info entry of find_active_key_loading
-# The same, with the key's own prediction of a given id beside it (NULLs when there is none).
-_polled = aliased(Prediction, name="polled")
-ACTIVE_KEY_AND_ITS_PREDICTION = (
-    select(ApiKey, _polled)
-    .outerjoin(_polled, and_(_polled.id == bindparam("prediction_id"), _polled.api_key_id == ApiKey.id))
-    .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
-)
-# And, while that is queued, its standing (computed only then: Postgres evaluates only the CASE branch taken).
-ACTIVE_KEY_ITS_PREDICTION_AND_STANDING = ACTIVE_KEY_AND_ITS_PREDICTION.add_columns(
-    *(
-        case((_polled.status == Status.STARTING, column))
-        for column in standing_columns(_polled.model, _polled.created_at, _polled.id)
-    )
-)
-
-
 def find_active_key(session: Session, key: str) -> ApiKey | None:
-    """The unrevoked key matching ``key``, or None. One indexed lookup by hash."""
+    """The unrevoked key matching ``key``, or None. One indexed lookup by hash (polls: ``models.poll_read``)."""
     digest = hash_key(key)
     return matching(session.scalar(ACTIVE_KEY_BY_HASH, {"digest": digest}), digest)
-
-
-def find_active_key_loading(
-    session: Session, key: str, prediction_id: str, *, with_standing: bool = False
-) -> ApiKey | None:
-    """As ``find_active_key``, in the same round trip loading the key's prediction ``prediction_id`` into the
-    session, so that a later ``session.get`` of it is answered from the identity map; ``with_standing``, its
-    queue standing too (``queue_eta.standing_if_queued``). For polls: they read the caller's key, then one
-    prediction, and most show where it stands in the queue."""
-    digest = hash_key(key)
-    values: dict[str, object] = {"digest": digest, "prediction_id": prediction_id}
-    statement: Executable = ACTIVE_KEY_AND_ITS_PREDICTION
-    if with_standing:
-        statement, values["now"] = ACTIVE_KEY_ITS_PREDICTION_AND_STANDING, datetime.now(UTC)
-    found = session.execute(statement, values).first()
-    if found is None:
-        return None
-    row, prediction, standing = found[0], found[1], found[2:]
-    # The identity map holds objects weakly: keep the prediction alive until the session ends.
-    session.info[LOADED_PREDICTION] = prediction
-    if with_standing and prediction is not None and prediction.status == Status.STARTING:
-        remember_standing(session, prediction.id, standing_of(*standing))
-    return matching(row, digest)
 
 
 def matching(row: ApiKey | None, digest: str) -> ApiKey | None:
@@ -111,18 +70,32 @@ def matching(row: ApiKey | None, digest: str) -> ApiKey | None:
     return row
 
 
+# Built once, as ACTIVE_KEY_BY_HASH; a no-op when another request recorded the use first.
+TOUCH_KEY = (
+    update(ApiKey)
+    .where(
+        ApiKey.id == bindparam("key_id"),
+        or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < bindparam("stale", type_=DateTime(timezone=True))),
+    )
+    .values(last_used_at=bindparam("now", type_=DateTime(timezone=True)))
+)
+
+
 def touch_key(session: Session, key: ApiKey) -> None:
     """Record that a key was used; at most one write a minute per key, to keep requests read-only (the row
     just read says whether a write is due, so most requests send nothing)."""
     now = datetime.now(UTC)
-    stale = now - LAST_USED_RESOLUTION
-    if key.last_used_at is not None and key.last_used_at >= stale:
-        return
-    session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key.id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < stale))
-        .values(last_used_at=now)
-    )
+    if touch_due(key, now):
+        session.execute(TOUCH_KEY, touch_values(key, now))
+
+
+def touch_due(key: ApiKey, now: datetime) -> bool:
+    """Whether ``key``'s recorded last use is too old to stand for a use at ``now``."""
+    return key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION
+
+
+def touch_values(key: ApiKey, now: datetime) -> dict[str, Any]:
+    return {"key_id": key.id, "stale": now - LAST_USED_RESOLUTION, "now": now}
 
 
 def list_api_keys(session: Session) -> list[ApiKey]:

@@ -14,7 +14,7 @@ from models.tables import QUEUED_AT, Prediction
 
 # Recent runs that measure throughput; few enough to follow a change of hardware quickly.
 THROUGHPUT_SAMPLE = 20
-KNOWN_STANDINGS = "known_standings"  # Session.info entry: {prediction id: standing} read with the prediction
+KNOWN_STANDINGS = "known_standings"  # Session.info entry: {prediction id: standing} read ahead (remember_standing)
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def standing_columns(
 ) -> tuple[ColumnElement[int], ColumnElement[float | None], ColumnElement[int]]:
     """The jobs ahead of a queued prediction, the mean GPU-seconds of the model's recent runs, and the workers
     busy with the model now, as three scalar subqueries of the prediction's model, creation time and id: bound
-    values (``STANDING``) or the columns of a prediction read in the same statement (``models.keys``)."""
+    values (``STANDING``) or the columns of a prediction read in the same statement (``models.poll_read``)."""
     ahead = (
         select(func.count())
         .select_from(Prediction)
@@ -98,8 +98,7 @@ def standing_of(position: int | None, seconds_per_job: float | None, workers: in
 
 
 def remember_standing(session: Session, prediction_id: str, standing: QueueStanding) -> None:
-    """Keep a standing read in another statement (``models.keys``, ``api.submit``) for ``queue_standing`` in this
-    session."""
+    """Keep a standing read in another statement (``api.submit``) for ``queue_standing`` in this session."""
     session.info.setdefault(KNOWN_STANDINGS, {})[prediction_id] = standing
 
 

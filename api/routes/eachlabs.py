@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from api.compat.eachlabs import ERROR_SHAPES, EachlabsCreate, EachlabsError, prediction_body, render_error
 from api.compat.errors import door_route
-from api.deps import CurrentKey, IdempotencyKeyHeader, ReadingKey, ReadSessionDep, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentKey, IdempotencyKeyHeader, PolledDep, SessionDep, SettingsDep, StorageDep
 from api.openapi_errors import SPEND_CAP_REACHED, answers
 from api.submit import submit_prediction
 from api.webhook_target import accept_webhook
@@ -25,7 +25,12 @@ router = APIRouter(prefix="/v1/prediction", tags=["eachlabs"], route_class=door_
 def eachlabs_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction:
     """The caller's prediction; another key's ids are answered like unknown ones."""
     prediction = session.get(Prediction, prediction_id) if could_be_id(prediction_id) else None
-    if prediction is None or prediction.api_key_id != key.id:
+    return owned(prediction if prediction is not None and prediction.api_key_id == key.id else None)
+
+
+def owned(prediction: Prediction | None) -> Prediction:
+    """The caller's prediction, found; Eachlabs' 404 when not."""
+    if prediction is None:
         raise HTTPException(404, "Prediction not found")
     return prediction
 
@@ -65,14 +70,14 @@ def create(
 
 @router.get("/{prediction_id}")
 async def get(
-    prediction_id: str, session: ReadSessionDep, key: ReadingKey, settings: SettingsDep, storage: StorageDep
+    prediction_id: str,  # noqa: ARG001 (declared for the docs; PolledDep reads it from the path)
+    polled: PolledDep,
+    settings: SettingsDep,
+    storage: StorageDep,
 ) -> dict[str, Any]:
     """The prediction: status starting|processing|success|error|cancelled, output URL, metrics{predict_time, cost}."""
-
-    def present(session: Session) -> dict[str, Any]:
-        return prediction_body(eachlabs_prediction(session, key, prediction_id), storage, settings.public_url)
-
-    return await session.run_sync(present)  # polled: async all the way, as GET /v1/predictions/{id}
+    # Polled: one statement, read with the key, no thread (as GET /v1/predictions/{id}).
+    return prediction_body(owned(polled.prediction), storage, settings.public_url)
 
 
 @router.post("/{prediction_id}/cancel", responses=answers(EachlabsError, {400: "The prediction already finished."}))

@@ -23,7 +23,7 @@ from api.compat.fal import (
     status_body,
     unfinished_result,
 )
-from api.deps import CurrentKey, IdempotencyKeyHeader, PollingKey, ReadSessionDep, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentKey, IdempotencyKeyHeader, PolledWithStanding, SessionDep, SettingsDep, StorageDep
 from api.openapi_errors import SPEND_CAP_REACHED, answers
 from api.submit import submit_prediction
 from api.waiting import DeferredResponse
@@ -31,7 +31,7 @@ from api.webhook_target import accept_webhook
 from models.catalog import ModelSpec, find_model
 from models.ids import could_be_id
 from models.lifecycle import request_cancel
-from models.queue_eta import queue_standing, standing_if_queued
+from models.queue_eta import queue_standing
 from models.status import Status
 from models.tables import ApiKey, Prediction
 from models.webhooks import WebhookFormat
@@ -77,7 +77,12 @@ def fal_app(owner: str, app: str) -> ModelSpec:
 def fal_request(session: Session, key: ApiKey, spec: ModelSpec, request_id: str) -> Prediction:
     """The caller's request of this app; another key's ids are answered like unknown ones."""
     prediction = session.get(Prediction, request_id) if could_be_id(request_id) else None
-    if prediction is None or prediction.api_key_id != key.id or prediction.model != spec.ref:
+    return of_app(prediction if prediction is not None and prediction.api_key_id == key.id else None, spec, request_id)
+
+
+def of_app(prediction: Prediction | None, spec: ModelSpec, request_id: str) -> Prediction:
+    """The caller's request, found and of this app; fal's 404 when not."""
+    if prediction is None or prediction.model != spec.ref:
         raise HTTPException(404, f"Request {request_id!r} not found.")
     return prediction
 
@@ -115,25 +120,13 @@ def submit(
 
 @router.get(REQUEST + "/status")
 async def request_status(
-    owner: str,
-    app: str,
-    request_id: str,
-    session: ReadSessionDep,
-    key: PollingKey,
-    settings: SettingsDep,
-    logs: bool = False,
+    owner: str, app: str, request_id: str, polled: PolledWithStanding, settings: SettingsDep, logs: bool = False
 ) -> JSONResponse:
     """IN_QUEUE with queue_position, IN_PROGRESS, or COMPLETED with metrics; ``logs=1`` adds log records."""
-    spec = fal_app(owner, app)
-
-    def present(session: Session) -> tuple[int, dict[str, Any]]:
-        prediction = fal_request(session, key, spec, request_id)
-        standing = standing_if_queued(session, prediction)
-        urls = request_urls(settings.public_url, f"{owner}/{app}", prediction.id)
-        return status_body(prediction, urls, standing=standing, with_logs=logs)
-
-    # fal's client polls this every 0.1 s: async all the way, as GET /v1/predictions/{id}.
-    status_code, content = await session.run_sync(present)
+    # fal's client polls this every 0.1 s: one statement, read with the key, no thread (as GET /v1/predictions/{id}).
+    prediction = of_app(polled.prediction, fal_app(owner, app), request_id)
+    urls = request_urls(settings.public_url, f"{owner}/{app}", prediction.id)
+    status_code, content = status_body(prediction, urls, standing=polled.standing, with_logs=logs)
     return JSONResponse(status_code=status_code, content=content)
 
 

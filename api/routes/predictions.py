@@ -16,12 +16,12 @@ from api.cancel_after import parse_cancel_after
 from api.deps import (
     CurrentKey,
     IdempotencyKeyHeader,
-    PollingKey,
-    ReadSessionDep,
+    PolledWithStanding,
     SessionDep,
     SettingsDep,
     StorageDep,
     owned_prediction,
+    polled_prediction,
 )
 from api.errors import InputError
 from api.openapi_errors import SPEND_CAP_REACHED, NativeError, answers
@@ -31,7 +31,7 @@ from api.waiting import DeferredResponse, parse_prefer_wait, prefer_wait_respons
 from api.webhook_target import accept_webhook, webhook_events
 from models.catalog import ModelSpec, find_model
 from models.lifecycle import request_cancel
-from models.queue_eta import queue_standing, standing_if_queued
+from models.queue_eta import queue_standing
 from models.tables import ApiKey, Prediction
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
@@ -183,17 +183,12 @@ def create_model_prediction(
 
 @router.get("/predictions/{prediction_id}")
 async def get_prediction(
-    prediction_id: str, session: ReadSessionDep, key: PollingKey, settings: SettingsDep, storage: StorageDep
+    prediction_id: str, polled: PolledWithStanding, settings: SettingsDep, storage: StorageDep
 ) -> dict[str, Any]:
     """The prediction's current state; while queued, its place in the queue and estimated wait."""
-
-    def present(session: Session) -> dict[str, Any]:
-        prediction = owned_prediction(session, key, prediction_id)
-        standing = standing_if_queued(session, prediction)
-        return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=standing)
-
-    # Clients poll this every 0.1-0.5 s: async all the way, so a poll never waits for a free thread.
-    return await session.run_sync(present)
+    # Clients poll this every 0.1-0.5 s: one statement, read with the key (``PolledWithStanding``), no thread.
+    prediction = polled_prediction(polled, prediction_id)
+    return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=polled.standing)
 
 
 @router.post("/predictions/{prediction_id}/cancel")

@@ -2,11 +2,13 @@
 prepared statements."""
 
 import asyncio
+from typing import Any
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from models.db import PREPARE_THRESHOLD, get_read_sessionmaker, run_read, session_scope
+from models.db import PREPARE_THRESHOLD, get_read_engine, get_read_sessionmaker, run_raw_read, run_read, session_scope
 
 # Two statements' transaction start times: equal inside one transaction, apart when each is its own.
 TWO_STARTS = (text("SELECT now()"), text("SELECT pg_sleep(0.01), now()"))
@@ -57,3 +59,25 @@ def test_the_read_pool_prepares_a_statement_it_runs_again(database_url: str) -> 
 
 def test_the_read_pool_can_do_without_prepared_statements(database_url: str) -> None:
     assert asyncio.run(prepared_after_repeats(database_url, prepared=False)) == 0
+
+
+async def backend_pid(connection: psycopg.AsyncConnection[Any]) -> int:
+    row = await (await connection.execute("SELECT pg_backend_pid()")).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def reads_across_a_killed_connection(database_url: str) -> tuple[int, int]:
+    engine = get_read_engine(database_url)
+    try:
+        first = await run_raw_read(engine, backend_pid)
+        with session_scope(database_url) as session:  # as a Postgres restart would, to the pooled connection
+            session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        return first, await run_raw_read(engine, backend_pid)
+    finally:
+        await engine.dispose()  # its connections belong to this test's event loop
+
+
+def test_a_raw_read_that_meets_a_dead_connection_runs_again_on_a_fresh_one(database_url: str) -> None:
+    first, second = asyncio.run(reads_across_a_killed_connection(database_url))
+    assert second != first

@@ -1,0 +1,101 @@
+"""A poll's one read: the caller's key, their prediction of the polled id and, while it is queued, its standing.
+
+Clients poll every 0.1-0.5 s, so this is the gateway's most frequent statement. Through SQLAlchemy's async session
+the statement's execution and the loading of its rows cost the gateway more CPU than Postgres spends answering it.
+So it is built with SQLAlchemy, compiled once, and sent on the read pool's psycopg connection as it is; its row
+becomes transient ``ApiKey`` and ``Prediction`` objects, which the presenters read as they read loaded ones.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg
+from sqlalchemy import ClauseElement, and_, bindparam, case, select
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.orm import aliased
+
+from models.db import Base
+from models.keys import TOUCH_KEY, hash_key, matching, touch_due, touch_values
+from models.queue_eta import QueueStanding, standing_columns, standing_of
+from models.status import Status
+from models.tables import ApiKey, Prediction
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+_polled = aliased(Prediction, name="polled")
+_KEY_COLUMNS = [ApiKey.__mapper__.get_property_by_column(column).key for column in ApiKey.__table__.columns]
+_PREDICTION_COLUMNS = [
+    Prediction.__mapper__.get_property_by_column(column).key for column in Prediction.__table__.columns
+]
+# Every column of the key, then of the key's prediction of the polled id (NULLs when there is none), in table order.
+ACTIVE_KEY_AND_ITS_PREDICTION = (
+    select(*(getattr(ApiKey, name) for name in _KEY_COLUMNS), *(getattr(_polled, name) for name in _PREDICTION_COLUMNS))
+    .outerjoin(_polled, and_(_polled.id == bindparam("prediction_id"), _polled.api_key_id == ApiKey.id))
+    .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
+)
+# And, while that is queued, its standing (computed only then: Postgres evaluates only the CASE branch taken).
+ACTIVE_KEY_ITS_PREDICTION_AND_STANDING = ACTIVE_KEY_AND_ITS_PREDICTION.add_columns(
+    *(
+        case((_polled.status == Status.STARTING, column))
+        for column in standing_columns(_polled.model, _polled.created_at, _polled.id)
+    )
+)
+
+
+@dataclass(frozen=True)
+class Polled:
+    key: ApiKey
+    prediction: Prediction | None  # None: the key has no prediction of the polled id
+    standing: QueueStanding | None  # while that prediction is queued, when asked for
+
+
+@dataclass(frozen=True)
+class PsycopgStatement:
+    """A statement as psycopg takes it: SQL with ``%(name)s`` placeholders, and the values it binds itself."""
+
+    sql: str
+    constants: dict[str, Any]
+
+    @classmethod
+    def compile(cls, statement: ClauseElement) -> "PsycopgStatement":
+        compiled = statement.compile(dialect=PGDialect_psycopg())  # type: ignore[no-untyped-call]
+        # Enum members (statuses) go in as their values, as SQLAlchemy's own execution sends them.
+        constants = {name: getattr(value, "value", value) for name, value in compiled.params.items()}
+        return cls(str(compiled), constants)
+
+
+_READ = PsycopgStatement.compile(ACTIVE_KEY_AND_ITS_PREDICTION)
+_READ_WITH_STANDING = PsycopgStatement.compile(ACTIVE_KEY_ITS_PREDICTION_AND_STANDING)
+_TOUCH = PsycopgStatement.compile(TOUCH_KEY)
+
+
+async def read_polled(
+    connection: psycopg.AsyncConnection[Any], key: str, prediction_id: str, *, with_standing: bool
+) -> Polled | None:
+    """The unrevoked key matching ``key`` with its prediction ``prediction_id`` (``with_standing``, and that
+    prediction's queue standing while it is queued), its use recorded; None when no such key."""
+    digest, now = hash_key(key), datetime.now(UTC)
+    statement = _READ_WITH_STANDING if with_standing else _READ
+    values = {**statement.constants, "digest": digest, "prediction_id": prediction_id, "now": now}
+    row = await (await connection.execute(statement.sql, values)).fetchone()
+    if row is None:
+        return None
+    split = len(_KEY_COLUMNS) + len(_PREDICTION_COLUMNS)
+    api_key = matching(transient(ApiKey, _KEY_COLUMNS, row[: len(_KEY_COLUMNS)]), digest)
+    if api_key is None:
+        return None
+    prediction = None
+    if row[len(_KEY_COLUMNS)] is not None:  # the prediction's id: NULL when the join found none
+        prediction = transient(Prediction, _PREDICTION_COLUMNS, row[len(_KEY_COLUMNS) : split])
+    standing = None
+    if with_standing and prediction is not None and prediction.status == Status.STARTING:
+        standing = standing_of(*row[split:])
+    if touch_due(api_key, now):
+        await connection.execute(_TOUCH.sql, {**_TOUCH.constants, **touch_values(api_key, now)})
+    return Polled(api_key, prediction, standing)
+
+
+def transient(model: type[ModelT], names: list[str], values: tuple[Any, ...]) -> ModelT:
+    """An object of ``model`` holding ``values`` of its attributes ``names``, in no session."""
+    return model(**dict(zip(names, values, strict=True)))

@@ -1,0 +1,107 @@
+"""A poll's one read: the caller's key, their prediction of the polled id and its queue standing."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from models.db import get_read_engine, run_raw_read, session_scope
+from models.keys import create_api_key, find_active_key, issue_api_key, revoke_key_row
+from models.poll_read import Polled, read_polled
+from models.queue_eta import read_standing
+from models.tables import ApiKey, Prediction
+from tests.models.conftest import NewPrediction
+
+
+def poll(database_url: str, key: str, prediction_id: str, *, with_standing: bool = False) -> Polled | None:
+    async def read() -> Polled | None:
+        engine = get_read_engine(database_url)
+        try:
+            return await run_raw_read(
+                engine, lambda connection: read_polled(connection, key, prediction_id, with_standing=with_standing)
+            )
+        finally:
+            await engine.dispose()  # its connections belong to this call's event loop
+
+    return asyncio.run(read())
+
+
+def column_values(session: Session, row: ApiKey | Prediction) -> dict[str, object]:
+    """``row``'s attributes as loaded by the ORM."""
+    loaded = session.get(type(row), row.id)
+    assert loaded is not None
+    return {attribute.key: getattr(loaded, attribute.key) for attribute in type(row).__mapper__.column_attrs}
+
+
+def test_the_key_and_its_prediction_hold_what_the_orm_loads(
+    database_url: str, api_key: str, prediction_id: str
+) -> None:
+    poll(database_url, api_key, prediction_id)  # records the key's use, so that the next one writes nothing
+    polled = poll(database_url, api_key, prediction_id)
+
+    assert polled is not None and polled.prediction is not None
+    assert polled.prediction.api_key_id == polled.key.id
+    with session_scope(database_url) as session:
+        for row in (polled.key, polled.prediction):
+            expected = column_values(session, row)
+            assert {name: getattr(row, name) for name in expected} == expected
+
+
+def test_a_queued_predictions_standing_comes_with_it(
+    database_url: str, api_key: str, new_prediction: NewPrediction
+) -> None:
+    new_prediction()
+    behind_one = new_prediction()
+
+    polled = poll(database_url, api_key, behind_one, with_standing=True)
+
+    assert polled is not None and polled.prediction is not None and polled.standing is not None
+    assert polled.standing.position >= 1
+    with session_scope(database_url) as session:
+        prediction = polled.prediction
+        assert polled.standing == read_standing(session, prediction.model, prediction.created_at, prediction.id)
+    without = poll(database_url, api_key, behind_one)
+    assert without is not None and without.standing is None
+
+
+def test_another_keys_prediction_is_left_out(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        other = create_api_key(session, name="other")
+
+    polled = poll(database_url, other, prediction_id)
+
+    assert polled is not None and polled.key.name == "other"
+    assert polled.prediction is None
+
+
+def test_a_revoked_or_unknown_key_finds_nothing(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        row, doomed = issue_api_key(session, name="doomed")
+        revoke_key_row(session, row)
+
+    assert poll(database_url, doomed, prediction_id) is None
+    assert poll(database_url, "farm_unknown", prediction_id) is None
+
+
+def test_a_poll_records_the_keys_use_at_most_once_a_minute(database_url: str, prediction_id: str) -> None:
+    with session_scope(database_url) as session:
+        key = create_api_key(session, name="used")
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+
+    def last_used() -> datetime | None:
+        with session_scope(database_url) as session:
+            row = find_active_key(session, key)
+            assert row is not None
+            return row.last_used_at
+
+    poll(database_url, key, prediction_id)
+    first = last_used()
+    assert first is not None and first > long_ago
+    poll(database_url, key, prediction_id)
+    assert last_used() == first  # recorded under a minute ago: no write
+    with session_scope(database_url) as session:
+        session.execute(update(ApiKey).where(ApiKey.name == "used").values(last_used_at=long_ago))
+    poll(database_url, key, prediction_id)
+    recorded = last_used()
+    assert recorded is not None and recorded > long_ago
