@@ -186,20 +186,19 @@ PolledDep = Annotated[Polled, Depends(polling(with_standing=False))]
 PolledWithStanding = Annotated[Polled, Depends(polling(with_standing=True))]
 
 
-def owned_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction:
-    """The caller's prediction; another key's ids are answered like unknown ones."""
+def key_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction | None:
+    """The key's own prediction of that id; None for another key's, as for an unknown one."""
     prediction = session.get(Prediction, prediction_id) if could_be_id(prediction_id) else None
-    if prediction is None or prediction.api_key_id != key.id:
-        raise prediction_not_found(prediction_id)
+    return prediction if prediction is not None and prediction.api_key_id == key.id else None
+
+
+def owned_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction:
+    """The caller's prediction; 404 when they have none of that id."""
+    return found(key_prediction(session, key, prediction_id), prediction_id)
+
+
+def found(prediction: Prediction | None, prediction_id: str) -> Prediction:
+    """``prediction``, or the native 404 for ``prediction_id`` (``key_prediction``, or a poll's ``Polled``)."""
+    if prediction is None:
+        raise HTTPException(404, f"Prediction {prediction_id!r} not found.")
     return prediction
-
-
-def polled_prediction(polled: Polled, prediction_id: str) -> Prediction:
-    """The polled prediction (the caller's own: the read joins it on their key)."""
-    if polled.prediction is None:
-        raise prediction_not_found(prediction_id)
-    return polled.prediction
-
-
-def prediction_not_found(prediction_id: str) -> HTTPException:
-    return HTTPException(404, f"Prediction {prediction_id!r} not found.")

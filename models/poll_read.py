@@ -81,16 +81,17 @@ async def read_polled(
     row = await (await connection.execute(statement.sql, values)).fetchone()
     if row is None:
         return None
-    split = len(_KEY_COLUMNS) + len(_PREDICTION_COLUMNS)
-    api_key = matching(transient(ApiKey, _KEY_COLUMNS, row[: len(_KEY_COLUMNS)]), digest)
+    key_end = len(_KEY_COLUMNS)
+    prediction_end = key_end + len(_PREDICTION_COLUMNS)
+    api_key = matching(transient(ApiKey, _KEY_COLUMNS, row[:key_end]), digest)
     if api_key is None:
         return None
     prediction = None
-    if row[len(_KEY_COLUMNS)] is not None:  # the prediction's id: NULL when the join found none
-        prediction = transient(Prediction, _PREDICTION_COLUMNS, row[len(_KEY_COLUMNS) : split])
+    if row[key_end] is not None:  # the prediction's id: NULL when the join found none
+        prediction = transient(Prediction, _PREDICTION_COLUMNS, row[key_end:prediction_end])
     standing = None
     if with_standing and prediction is not None and prediction.status == Status.STARTING:
-        standing = standing_of(*row[split:])
+        standing = standing_of(*row[prediction_end:])
     if touch_due(api_key, now):
         await connection.execute(_TOUCH.sql, {**_TOUCH.constants, **touch_values(api_key, now)})
     return Polled(api_key, prediction, standing)

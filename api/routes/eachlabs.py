@@ -4,28 +4,20 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
 
 from api.compat.eachlabs import ERROR_SHAPES, EachlabsCreate, EachlabsError, prediction_body, render_error
 from api.compat.errors import door_route
-from api.deps import CurrentKey, IdempotencyKeyHeader, PolledDep, SessionDep, SettingsDep, StorageDep
+from api.deps import CurrentKey, IdempotencyKeyHeader, PolledDep, SessionDep, SettingsDep, StorageDep, key_prediction
 from api.openapi_errors import SPEND_CAP_REACHED, answers
 from api.submit import submit_prediction
 from api.webhook_target import accept_webhook
 from models.catalog import find_model
-from models.ids import could_be_id
 from models.lifecycle import request_cancel
 from models.status import Status
-from models.tables import ApiKey, Prediction
+from models.tables import Prediction
 from models.webhooks import WebhookFormat
 
 router = APIRouter(prefix="/v1/prediction", tags=["eachlabs"], route_class=door_route(render_error, ERROR_SHAPES))
-
-
-def eachlabs_prediction(session: Session, key: ApiKey, prediction_id: str) -> Prediction:
-    """The caller's prediction; another key's ids are answered like unknown ones."""
-    prediction = session.get(Prediction, prediction_id) if could_be_id(prediction_id) else None
-    return owned(prediction if prediction is not None and prediction.api_key_id == key.id else None)
 
 
 def owned(prediction: Prediction | None) -> Prediction:
@@ -83,7 +75,7 @@ async def get(
 @router.post("/{prediction_id}/cancel", responses=answers(EachlabsError, {400: "The prediction already finished."}))
 def cancel(prediction_id: str, session: SessionDep, key: CurrentKey) -> JSONResponse:
     """Cancel a queued or running prediction."""
-    prediction = eachlabs_prediction(session, key, prediction_id)
+    prediction = owned(key_prediction(session, key, prediction_id))
     if Status(prediction.status).is_terminal():
         return JSONResponse(status_code=400, content={"error": "Prediction already finished"})
     request_cancel(session, prediction_id=prediction.id)

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
 from starlette.convertors import Convertor, register_url_convertor
 
 from api.compat.errors import door_route
@@ -23,17 +22,24 @@ from api.compat.fal import (
     status_body,
     unfinished_result,
 )
-from api.deps import CurrentKey, IdempotencyKeyHeader, PolledWithStanding, SessionDep, SettingsDep, StorageDep
+from api.deps import (
+    CurrentKey,
+    IdempotencyKeyHeader,
+    PolledWithStanding,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    key_prediction,
+)
 from api.openapi_errors import SPEND_CAP_REACHED, answers
 from api.submit import submit_prediction
 from api.waiting import DeferredResponse
 from api.webhook_target import accept_webhook
 from models.catalog import ModelSpec, find_model
-from models.ids import could_be_id
 from models.lifecycle import request_cancel
 from models.queue_eta import queue_standing
 from models.status import Status
-from models.tables import ApiKey, Prediction
+from models.tables import Prediction
 from models.webhooks import WebhookFormat
 
 
@@ -72,12 +78,6 @@ def fal_app(owner: str, app: str) -> ModelSpec:
             404, f"Application '{owner}/{app}' not found: this farm serves fal-ai/stable-diffusion-v35-medium."
         )
     return spec
-
-
-def fal_request(session: Session, key: ApiKey, spec: ModelSpec, request_id: str) -> Prediction:
-    """The caller's request of this app; another key's ids are answered like unknown ones."""
-    prediction = session.get(Prediction, request_id) if could_be_id(request_id) else None
-    return of_app(prediction if prediction is not None and prediction.api_key_id == key.id else None, spec, request_id)
 
 
 def of_app(prediction: Prediction | None, spec: ModelSpec, request_id: str) -> Prediction:
@@ -136,7 +136,7 @@ def request_result(
 ) -> JSONResponse:
     """The finished request's result: images, seed, has_nsfw_concepts, timings, prompt."""
     spec = fal_app(owner, app)
-    prediction = fal_request(session, key, spec, request_id)
+    prediction = of_app(key_prediction(session, key, request_id), spec, request_id)
     if prediction.status != Status.SUCCEEDED:
         return unfinished_result(prediction)
     return JSONResponse(content=result_body(spec, prediction, storage))
@@ -145,7 +145,7 @@ def request_result(
 @router.put(REQUEST + "/cancel", responses=answers(FalError, {400: "ALREADY_COMPLETED: the request already ended."}))
 def cancel_request(owner: str, app: str, request_id: str, session: SessionDep, key: CurrentKey) -> JSONResponse:
     """202 CANCELLATION_REQUESTED while queued or running; 400 ALREADY_COMPLETED once finished."""
-    prediction = fal_request(session, key, fal_app(owner, app), request_id)
+    prediction = of_app(key_prediction(session, key, request_id), fal_app(owner, app), request_id)
     if Status(prediction.status).is_terminal():
         return JSONResponse(
             status_code=400, content={"status": "ALREADY_COMPLETED", "detail": "Request already completed."}

@@ -20,8 +20,8 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     StorageDep,
+    found,
     owned_prediction,
-    polled_prediction,
 )
 from api.errors import InputError
 from api.openapi_errors import SPEND_CAP_REACHED, NativeError, answers
@@ -187,7 +187,7 @@ async def get_prediction(
 ) -> dict[str, Any]:
     """The prediction's current state; while queued, its place in the queue and estimated wait."""
     # Clients poll this every 0.1-0.5 s: one statement, read with the key (``PolledWithStanding``), no thread.
-    prediction = polled_prediction(polled, prediction_id)
+    prediction = found(polled.prediction, prediction_id)
     return prediction_public(prediction, storage=storage, public_url=settings.public_url, standing=polled.standing)
 
 
