@@ -4,37 +4,52 @@ Checked in the create transaction with the key's row locked, so concurrent creat
 counted one after another: 20 at once against a cap of 10 admit exactly 10.
 """
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import HTTPException
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import array
 
+from models.psycopg_direct import BoundStatement, PsycopgStatement, Row
 from models.settings import Settings
 from models.status import Status
 from models.tables import ApiKey, Prediction
 
 UNFINISHED = (Status.STARTING, Status.PROCESSING)
 
-
-# Two statements, not one: the count must read after the lock is granted, to see what the holder committed.
-# Built once (every create runs them); the key goes in as a parameter.
-LOCK_KEY = select(ApiKey.id).where(ApiKey.id == bindparam("key_id")).with_for_update()
-COUNT_UNFINISHED = (
+# Separate statements, not one: the counts must read after the lock is granted, to see what the holder committed.
+# Sent on psycopg with the create's inserts (api.submit), so the key goes in as a parameter. "= ANY (ARRAY[…])" is
+# what Postgres makes of IN (…), written out, as IN's list is left for SQLAlchemy to expand at execution.
+LOCK_KEY = PsycopgStatement.compile(select(ApiKey.id).where(ApiKey.id == bindparam("key_id")).with_for_update())
+COUNT_UNFINISHED = PsycopgStatement.compile(
     select(func.count())
     .select_from(Prediction)
-    .where(Prediction.api_key_id == bindparam("key_id"), Prediction.status.in_(UNFINISHED))
+    .where(Prediction.api_key_id == bindparam("key_id"), Prediction.status == any_(array(UNFINISHED)))
+)
+SPENT_SINCE = PsycopgStatement.compile(
+    select(func.coalesce(func.sum(Prediction.price_usd), 0.0)).where(
+        Prediction.api_key_id == bindparam("key_id"), Prediction.created_at >= bindparam("since")
+    )
 )
 
 
-def admit(session: Session, key: ApiKey, settings: Settings) -> None:
-    """Lock the key's row, then refuse with 429 at the unfinished cap or 402 at the spend cap."""
-    # Core on the session's connection: nothing to load, and the ORM's execution path costs more than these.
-    connection = session.connection()
-    connection.execute(LOCK_KEY, {"key_id": key.id})
+def admission_statements(key: ApiKey) -> dict[str, BoundStatement]:
+    """Lock the key's row, then count what its caps limit; for ``run_pipelined``, ahead of the create's inserts.
+    ``refuse_over_caps`` then judges their rows."""
+    statements = {"key_locked": LOCK_KEY.bind(key_id=key.id), "unfinished": COUNT_UNFINISHED.bind(key_id=key.id)}
+    if key.monthly_spend_cap_usd is not None:
+        month_start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        statements["spent"] = SPENT_SINCE.bind(key_id=key.id, since=month_start)
+    return statements
+
+
+def refuse_over_caps(key: ApiKey, settings: Settings, rows: Mapping[str, Row | None]) -> None:
+    """429 at the unfinished cap or 402 at the spend cap, from the rows of ``admission_statements``."""
     cap = key.max_unfinished or settings.max_unfinished_per_key
-    unfinished = connection.execute(COUNT_UNFINISHED, {"key_id": key.id}).scalar()
-    if unfinished is not None and unfinished >= cap:
+    unfinished = int(_first(rows["unfinished"]))
+    if unfinished >= cap:
         raise HTTPException(
             429,
             f"This key has {unfinished} unfinished predictions, the most it may have: wait for one to end "
@@ -42,15 +57,15 @@ def admit(session: Session, key: ApiKey, settings: Settings) -> None:
             headers={"Retry-After": "1"},
         )
     if key.monthly_spend_cap_usd is not None:
-        month_start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        spent = connection.scalar(
-            select(func.coalesce(func.sum(Prediction.price_usd), 0.0)).where(
-                Prediction.api_key_id == key.id, Prediction.created_at >= month_start
-            )
-        )
-        if spent is not None and spent >= key.monthly_spend_cap_usd:
+        spent = float(_first(rows["spent"]))
+        if spent >= key.monthly_spend_cap_usd:
             raise HTTPException(
                 402,
                 f"This key's spend cap of ${key.monthly_spend_cap_usd:.2f} this month is reached "
                 f"(${spent:.2f} charged): an operator can raise it with `farm keys`.",
             )
+
+
+def _first(row: Row | None) -> Any:
+    assert row is not None  # an aggregate always returns its row
+    return row[0]

@@ -9,15 +9,16 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from api.admission import admit
+from api.admission import admission_statements, refuse_over_caps
 from api.errors import InputError
 from api.idempotency import fingerprint, remember, replay
 from api.init_image import attach_init_image, shortened
 from models.catalog import ModelSpec
 from models.ids import new_prediction_id
 from models.inputs import choose_seed
-from models.lifecycle import create_prediction
-from models.queue_eta import read_standing, remember_standing
+from models.lifecycle import NewPrediction
+from models.psycopg_direct import run_pipelined
+from models.queue_eta import remember_standing, standing_of, standing_statement
 from models.settings import Settings
 from models.storage import Storage, storage_from_settings
 from models.tables import ApiKey, Prediction
@@ -70,29 +71,33 @@ def submit_prediction(
             storage=storage or storage_from_settings(settings),
         )
         stored_input, image_key = {**raw_input, "image": image.input_value}, image.storage_key
-    if with_standing:
-        # Before admit() locks the key's row, which the key's other creates wait for: in a deep queue this count is
-        # the slowest statement of a create. Jobs that other creates commit meanwhile may be missed; polls tell.
-        standing = read_standing(session, spec.ref, datetime.now(UTC), prediction_id)
-        remember_standing(session, prediction_id, standing)
-    admit(session, key, settings)
-    prediction = create_prediction(
-        session,
+    new = NewPrediction(
         api_key_id=key.id,
         spec=spec,
         inputs=stored_input,
         seed=choose_seed(getattr(inputs, "seed", None)),
         max_attempts=settings.max_attempts,
         deadline=None if cancel_after is None else datetime.now(UTC) + cancel_after,
-        prediction_id=prediction_id,
+        id=prediction_id,
         image_key=image_key,
         webhook=webhook,
     )
+    # One round trip. The standing first, before the key's row is locked (the key's other creates wait for that
+    # lock): in a deep queue its count is the slowest statement of a create. Jobs that other creates commit
+    # meanwhile may be missed; polls tell. The inserts go before the caps are judged: a refusal rolls them back.
+    statements = {"standing": standing_statement(spec.ref, datetime.now(UTC), new.id)} if with_standing else {}
+    rows = run_pipelined(session, statements | admission_statements(key) | new.statements())
+    if with_standing:
+        standing = rows["standing"]
+        assert standing is not None  # its three counts and average always make a row
+        remember_standing(session, new.id, standing_of(*standing))
+    refuse_over_caps(key, settings, rows)
+    prediction = new.written(rows)
     if idempotency_key is not None:
         remember(
             session, api_key_id=key.id, key=idempotency_key, request_hash=request_hash, prediction_id=prediction.id
         )
-    # Now, not when the route returns: until then the key's row stays locked (admit), and the key's other creates
-    # would wait for this response to be built and for two thread hops.
+    # Now, not when the route returns: until then the key's row stays locked (admission), and the key's other
+    # creates would wait for this response to be built and for two thread hops.
     session.commit()
     return prediction

@@ -9,11 +9,12 @@ No other module writes ``Prediction.status``. Each transition writes the webhook
 in its own transaction (``models.webhooks``).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import DateTime, String, Update, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from models.catalog import ModelSpec, find_model
 from models.cost import RunCost
 from models.ids import new_prediction_id
+from models.psycopg_direct import BoundStatement, PsycopgStatement, Row, run_pipelined
 from models.queue import TASK_RENDER
 from models.status import Status
 from models.tables import QUEUED_AT, OutboxMessage, Prediction
@@ -39,14 +41,26 @@ ENDED_CHANNEL = "farm_ended"
 # Returned by every statement that ends predictions: the wake-up, one per row ended, is sent at commit and
 # costs no round trip of its own.
 WAKE_WAITERS = func.pg_notify(ENDED_CHANNEL, Prediction.id)
-# A new prediction, through Core: the ORM's flush of one object cost more than the statement. Every column is
-# given, so the returned object is the whole row without a second read.
-INSERT_PREDICTION = insert(Prediction).returning(Prediction.created_at)
 # Relay wake-up channel: NOTIFY is delivered at commit, so the relay never sees uncommitted jobs.
 OUTBOX_CHANNEL = "farm_outbox"
 # The relay's wake-up rides on the insert: one round trip, not two. Delivered at commit, and once: Postgres
 # folds identical notifications of one transaction. Rows go as parameters, so the statement compiles once.
 INSERT_OUTBOX_AND_NOTIFY = insert(OutboxMessage).returning(func.pg_notify(OUTBOX_CHANNEL, ""))
+# A create's two statements, sent on psycopg (``models.psycopg_direct``): creates are the gateway's hottest write.
+# Every column is given, so the returned object is the whole row without a second read.
+CREATED_COLUMNS = (
+    "id", "api_key_id", "model", "version", "input", "seed", "status", "attempt", "max_attempts", "deadline",
+    "image_key", "logs", "webhook", "webhook_events_filter", "webhook_format",
+)  # fmt: skip
+JSONB_COLUMNS = frozenset(column.name for column in Prediction.__table__.c if isinstance(column.type, JSONB))
+INSERT_CREATED = PsycopgStatement.compile(
+    insert(Prediction).values({name: bindparam(name) for name in CREATED_COLUMNS}).returning(Prediction.created_at)
+)
+ENQUEUE_CREATED = PsycopgStatement.compile(
+    insert(OutboxMessage)
+    .values(prediction_id=bindparam("prediction_id"), task_name=bindparam("task_name"), queue=bindparam("queue"))
+    .returning(func.pg_notify(OUTBOX_CHANNEL, ""))
+)
 # How many of the oldest queued predictions a batching worker looks through for ones that fit its batch.
 COMPANION_SCAN_ROWS = 64
 
@@ -114,46 +128,70 @@ HEARTBEAT = (
 )
 
 
-def create_prediction(
-    session: Session,
-    *,
-    api_key_id: int,
-    spec: ModelSpec,
-    inputs: dict[str, Any],
-    seed: int,
-    max_attempts: int,
-    deadline: datetime | None = None,
-    prediction_id: str | None = None,
-    image_key: str | None = None,
-    webhook: WebhookTarget | None = None,
-) -> Prediction:
-    """Record a new prediction and its outbox message in the caller's transaction; return the row as written,
-    outside the session.
+@dataclass(frozen=True)
+class NewPrediction:
+    """A prediction to create. ``id`` is given by callers that stored files under it first (the init image at
+    ``image_key``); by default a fresh one is drawn."""
 
-    ``prediction_id`` is for callers that stored files under the id first (the init image at
-    ``image_key``); by default a fresh id is drawn.
-    """
-    prediction_id = prediction_id or new_prediction_id()
-    values = {
-        "id": prediction_id,
-        "api_key_id": api_key_id,
-        "model": spec.ref,
-        "version": spec.version,
-        "input": inputs,
-        "seed": seed,
-        "status": Status.STARTING,
-        "attempt": 0,
-        "max_attempts": max_attempts,
-        "deadline": deadline,
-        "image_key": image_key,
-        "logs": "",
-        "webhook": None if webhook is None else webhook.url,
-        "webhook_events_filter": None if webhook is None else list(webhook.events),
-        "webhook_format": None if webhook is None else webhook.format,
-    }
-    created_at = session.connection().execute(INSERT_PREDICTION, values).scalar_one()
-    enqueue(session, [(prediction_id, spec.queue)])  # after the row: the outbox's foreign key
-    return Prediction(**values, created_at=created_at)
+    api_key_id: int
+    spec: ModelSpec
+    inputs: dict[str, Any]
+    seed: int
+    max_attempts: int
+    deadline: datetime | None = None
+    id: str = field(default_factory=new_prediction_id)
+    image_key: str | None = None
+    webhook: WebhookTarget | None = None
+
+    def values(self) -> dict[str, Any]:
+        """Its row's columns (``CREATED_COLUMNS``); the others start NULL or as the server sets them."""
+        webhook = self.webhook
+        return {
+            "id": self.id,
+            "api_key_id": self.api_key_id,
+            "model": self.spec.ref,
+            "version": self.spec.version,
+            "input": self.inputs,
+            "seed": self.seed,
+            "status": Status.STARTING,
+            "attempt": 0,
+            "max_attempts": self.max_attempts,
+            "deadline": self.deadline,
+            "image_key": self.image_key,
+            "logs": "",
+            "webhook": None if webhook is None else webhook.url,
+            "webhook_events_filter": None if webhook is None else list(webhook.events),
+            "webhook_format": None if webhook is None else webhook.format,
+        }
+
+    def statements(self) -> dict[str, BoundStatement]:
+        """Its row, then its outbox message (after the row: the outbox's foreign key), for ``run_pipelined``."""
+        row = {name: _as_sent(name, value) for name, value in self.values().items()}
+        return {
+            "created": INSERT_CREATED.bind(**row),
+            "enqueued": ENQUEUE_CREATED.bind(prediction_id=self.id, task_name=TASK_RENDER, queue=self.spec.queue),
+        }
+
+    def written(self, rows: Mapping[str, Row | None]) -> Prediction:
+        """The row as ``statements`` wrote it, outside any session, from their results."""
+        created = rows["created"]
+        assert created is not None  # INSERT … RETURNING returns its row
+        return Prediction(**self.values(), created_at=created[0])
+
+
+def _as_sent(column: str, value: Any) -> Any:
+    """A value as psycopg takes it for ``column``, where SQLAlchemy's column types would have converted it."""
+    if isinstance(value, Status):
+        return value.value
+    if column in JSONB_COLUMNS and value is not None:
+        return Jsonb(value)
+    return value
+
+
+def create_prediction(session: Session, new: NewPrediction) -> Prediction:
+    """Record ``new`` and its outbox message in the caller's transaction, in one round trip; return the row as
+    written, outside the session."""
+    return new.written(run_pipelined(session, new.statements()))
 
 
 def enqueue(session: Session, jobs: list[tuple[str, str]]) -> None:

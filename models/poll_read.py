@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
-from sqlalchemy import ClauseElement, and_, bindparam, case, select
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy import and_, bindparam, case, select
 from sqlalchemy.orm import aliased
 
 from models.db import Base
 from models.keys import TOUCH_KEY, hash_key, matching, touch_due, touch_values
+from models.psycopg_direct import PsycopgStatement
 from models.queue_eta import QueueStanding, standing_columns, standing_of
 from models.status import Status
 from models.tables import ApiKey, Prediction
@@ -50,21 +50,6 @@ class Polled:
     standing: QueueStanding | None  # while that prediction is queued, when asked for
 
 
-@dataclass(frozen=True)
-class PsycopgStatement:
-    """A statement as psycopg takes it: SQL with ``%(name)s`` placeholders, and the values it binds itself."""
-
-    sql: str
-    constants: dict[str, Any]
-
-    @classmethod
-    def compile(cls, statement: ClauseElement) -> "PsycopgStatement":
-        compiled = statement.compile(dialect=PGDialect_psycopg())  # type: ignore[no-untyped-call]
-        # Enum members (statuses) go in as their values, as SQLAlchemy's own execution sends them.
-        constants = {name: getattr(value, "value", value) for name, value in compiled.params.items()}
-        return cls(str(compiled), constants)
-
-
 _READ = PsycopgStatement.compile(ACTIVE_KEY_AND_ITS_PREDICTION)
 _READ_WITH_STANDING = PsycopgStatement.compile(ACTIVE_KEY_ITS_PREDICTION_AND_STANDING)
 _TOUCH = PsycopgStatement.compile(TOUCH_KEY)
@@ -76,9 +61,8 @@ async def read_polled(
     """The unrevoked key matching ``key`` with its prediction ``prediction_id`` (``with_standing``, and that
     prediction's queue standing while it is queued), its use recorded; None when no such key."""
     digest, now = hash_key(key), datetime.now(UTC)
-    statement = _READ_WITH_STANDING if with_standing else _READ
-    values = {**statement.constants, "digest": digest, "prediction_id": prediction_id, "now": now}
-    row = await (await connection.execute(statement.sql, values)).fetchone()
+    read = (_READ_WITH_STANDING if with_standing else _READ).bind(digest=digest, prediction_id=prediction_id, now=now)
+    row = await (await connection.execute(read.sql, read.values)).fetchone()
     if row is None:
         return None
     key_end = len(_KEY_COLUMNS)
@@ -93,7 +77,8 @@ async def read_polled(
     if with_standing and prediction is not None and prediction.status == Status.STARTING:
         standing = standing_of(*row[prediction_end:])
     if touch_due(api_key, now):
-        await connection.execute(_TOUCH.sql, {**_TOUCH.constants, **touch_values(api_key, now)})
+        touch = _TOUCH.bind(**touch_values(api_key, now))
+        await connection.execute(touch.sql, touch.values)
     return Polled(api_key, prediction, standing)
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, DateTime, SQLColumnExpression, String, bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from models.psycopg_direct import BoundStatement, PsycopgStatement
 from models.status import Status
 from models.tables import QUEUED_AT, Prediction
 
@@ -70,6 +71,15 @@ STANDING = select(
         bindparam("id", type_=String()),
     )
 )
+
+# The same, sent on psycopg (``models.psycopg_direct``), ahead of a create's other statements in their round trip.
+STANDING_ON_PSYCOPG = PsycopgStatement.compile(STANDING)
+
+
+def standing_statement(model: str, created_at: datetime, prediction_id: str) -> BoundStatement:
+    """``STANDING`` of a prediction of ``model`` created at ``created_at``, for ``run_pipelined``; its row goes to
+    ``standing_of``."""
+    return STANDING_ON_PSYCOPG.bind(model=model, created_at=created_at, id=prediction_id, now=datetime.now(UTC))
 
 
 def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:

@@ -40,10 +40,10 @@ COST = RunCost.of_run(gpu_seconds=1.0, gpu_class="bench", gpu_hourly_usd=0.0)
 def one_terminal_event(database_url: str, api_key_id: int, target: WebhookTarget) -> float:
     """Create, claim and succeed one prediction; the monotonic time its success was committed."""
     with session_scope(database_url) as session:
-        prediction = lifecycle.create_prediction(
-            session, api_key_id=api_key_id, spec=SD35_MEDIUM, inputs={"prompt": "bench"}, seed=1, max_attempts=1,
-            webhook=target,
-        )  # fmt: skip
+        new = lifecycle.NewPrediction(
+            api_key_id=api_key_id, spec=SD35_MEDIUM, inputs={"prompt": "bench"}, seed=1, max_attempts=1, webhook=target
+        )
+        prediction = lifecycle.create_prediction(session, new)
     with session_scope(database_url) as session:
         claim = lifecycle.claim(session, prediction_id=prediction.id, worker="bench", lease_seconds=60)
     assert claim is not None

@@ -23,7 +23,10 @@ def published_prediction(database_url: str, broker_url: str, api_key: str) -> st
         key = find_active_key(session, api_key)
         assert key is not None
         prediction_id = lifecycle.create_prediction(
-            session, api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=3
+            session,
+            lifecycle.NewPrediction(
+                api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=3
+            ),
         ).id
     relay_batch(get_sessionmaker(database_url), make_celery(broker_url))
     return prediction_id

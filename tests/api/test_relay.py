@@ -34,7 +34,10 @@ def test_relay_publishes_each_committed_job_once(database_url: str, broker_url: 
         assert key is not None
         ids = [
             lifecycle.create_prediction(
-                session, api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=3
+                session,
+                lifecycle.NewPrediction(
+                    api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=3
+                ),
             ).id
             for _ in range(3)
         ]

@@ -296,7 +296,10 @@ def test_the_scalers_query_counts_queued_and_running_predictions(
         assert key is not None
         ids = [
             lifecycle.create_prediction(
-                session, api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=n, max_attempts=1
+                session,
+                lifecycle.NewPrediction(
+                    api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=n, max_attempts=1
+                ),
             ).id
             for n in range(2)
         ]

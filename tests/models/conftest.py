@@ -11,11 +11,11 @@ from models.db import session_scope
 from models.keys import find_active_key
 from models.webhooks import WebhookTarget
 
-NewPrediction = Callable[..., str]
+MakePrediction = Callable[..., str]
 
 
 @pytest.fixture
-def new_prediction(database_url: str, api_key: str) -> NewPrediction:
+def new_prediction(database_url: str, api_key: str) -> MakePrediction:
     """Queue a new ``starting`` prediction (two attempts) with its outbox row; ``inputs``, ``image_key``
     (image-to-image) and ``webhook`` as given."""
 
@@ -27,19 +27,21 @@ def new_prediction(database_url: str, api_key: str) -> NewPrediction:
             assert key is not None
             return lifecycle.create_prediction(
                 session,
-                api_key_id=key.id,
-                spec=SD35_MEDIUM,
-                inputs=inputs or {"prompt": "x"},
-                seed=1,
-                max_attempts=2,
-                image_key=image_key,
-                webhook=webhook,
+                lifecycle.NewPrediction(
+                    api_key_id=key.id,
+                    spec=SD35_MEDIUM,
+                    inputs=inputs or {"prompt": "x"},
+                    seed=1,
+                    max_attempts=2,
+                    image_key=image_key,
+                    webhook=webhook,
+                ),
             ).id
 
     return create
 
 
 @pytest.fixture
-def prediction_id(new_prediction: NewPrediction) -> str:
+def prediction_id(new_prediction: MakePrediction) -> str:
     """A queued prediction without a webhook."""
     return new_prediction()

@@ -39,7 +39,10 @@ def run_to_the_end(
         key = find_active_key(session, api_key)
         assert key is not None
         prediction = lifecycle.create_prediction(
-            session, api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=3
+            session,
+            lifecycle.NewPrediction(
+                api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=3
+            ),
         )
     with session_scope(database_url) as session:
         claim = lifecycle.claim(session, prediction_id=prediction.id, worker=worker, lease_seconds=60)
@@ -118,7 +121,10 @@ def test_live_figures_show_a_worker_whose_lease_lapsed(database_url: str, api_ke
         key = find_active_key(session, api_key)
         assert key is not None
         prediction = lifecycle.create_prediction(
-            session, api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=3
+            session,
+            lifecycle.NewPrediction(
+                api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=3
+            ),
         )
     with session_scope(database_url) as session:
         lost_before = farm_stats(session, FinishedTotalsCache(), lease_seconds=30).models[MODEL].lost_runs

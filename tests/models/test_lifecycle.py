@@ -106,7 +106,10 @@ def test_queued_jobs_wake_the_relay_once_at_commit(database_url: str, api_key: s
             assert key is not None
             for prompt in ("a fox", "a hare"):
                 lifecycle.create_prediction(
-                    session, api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": prompt}, seed=1, max_attempts=2
+                    session,
+                    lifecycle.NewPrediction(
+                        api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": prompt}, seed=1, max_attempts=2
+                    ),
                 )
             before_commit = list(listener.notifies(timeout=0.2))
         after_commit = list(listener.notifies(timeout=0.5))

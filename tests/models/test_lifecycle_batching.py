@@ -11,7 +11,7 @@ from models import lifecycle
 from models.db import session_scope
 from models.status import Status
 from models.tables import Prediction
-from tests.models.conftest import NewPrediction
+from tests.models.conftest import MakePrediction
 
 LEASE_S = 30.0
 Queue = Callable[..., str]
@@ -24,7 +24,7 @@ def marker() -> str:
 
 
 @pytest.fixture
-def queue(new_prediction: NewPrediction, marker: str) -> Queue:
+def queue(new_prediction: MakePrediction, marker: str) -> Queue:
     """Queue a prediction with this test's prompt (plus `extra`), optionally as image-to-image."""
     return lambda extra="", image_key=None: new_prediction({"prompt": marker + extra}, image_key)
 

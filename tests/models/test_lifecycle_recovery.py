@@ -27,12 +27,9 @@ def prediction_id(database_url: str, api_key: str) -> Iterator[str]:
         assert key is not None
         prediction = lifecycle.create_prediction(
             session,
-            api_key_id=key.id,
-            spec=SD35_MEDIUM,
-            inputs={"prompt": "x"},
-            seed=1,
-            max_attempts=2,
-            webhook=WEBHOOK,
+            lifecycle.NewPrediction(
+                api_key_id=key.id, spec=SD35_MEDIUM, inputs={"prompt": "x"}, seed=1, max_attempts=2, webhook=WEBHOOK
+            ),
         )
     yield prediction.id
 

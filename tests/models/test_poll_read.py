@@ -11,7 +11,7 @@ from models.keys import create_api_key, find_active_key, issue_api_key, revoke_k
 from models.poll_read import Polled, read_polled
 from models.queue_eta import read_standing
 from models.tables import ApiKey, Prediction
-from tests.models.conftest import NewPrediction
+from tests.models.conftest import MakePrediction
 
 
 def poll(database_url: str, key: str, prediction_id: str, *, with_standing: bool = False) -> Polled | None:
@@ -49,7 +49,7 @@ def test_the_key_and_its_prediction_hold_what_the_orm_loads(
 
 
 def test_a_queued_predictions_standing_comes_with_it(
-    database_url: str, api_key: str, new_prediction: NewPrediction
+    database_url: str, api_key: str, new_prediction: MakePrediction
 ) -> None:
     new_prediction()
     behind_one = new_prediction()

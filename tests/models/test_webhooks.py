@@ -27,7 +27,7 @@ from models.webhooks import (
     finish_attempt,
     parse_schedule,
 )
-from tests.models.conftest import NewPrediction
+from tests.models.conftest import MakePrediction
 
 LEASE = timedelta(seconds=30)
 
@@ -37,7 +37,7 @@ def hook(events: tuple[str, ...] = EVENTS) -> WebhookTarget:
 
 
 @pytest.fixture
-def prediction_id(new_prediction: NewPrediction) -> str:
+def prediction_id(new_prediction: MakePrediction) -> str:
     """A queued prediction with a webhook for every event."""
     return new_prediction(webhook=hook())
 
@@ -115,7 +115,7 @@ def test_heartbeats_closer_than_half_a_second_make_one_progress_event(database_u
     assert [event.event for event in events_of(database_url, prediction_id)] == ["start", "output", "completed"]
 
 
-def test_the_filter_decides_which_events_are_written(database_url: str, new_prediction: NewPrediction) -> None:
+def test_the_filter_decides_which_events_are_written(database_url: str, new_prediction: MakePrediction) -> None:
     prediction_id = new_prediction(webhook=hook(("completed",)))
     run_to_success(database_url, prediction_id, beats=1)
 

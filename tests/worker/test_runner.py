@@ -54,7 +54,8 @@ def new_prediction(database_url: str, api_key: str) -> Callable[[dict[str, objec
             key = find_active_key(session, api_key)
             assert key is not None
             return lifecycle.create_prediction(
-                session, api_key_id=key.id, spec=SD35_MEDIUM, inputs=inputs, seed=5, max_attempts=3
+                session,
+                lifecycle.NewPrediction(api_key_id=key.id, spec=SD35_MEDIUM, inputs=inputs, seed=5, max_attempts=3),
             ).id
 
     return create
@@ -185,13 +186,15 @@ def test_an_init_image_is_read_from_storage_and_sets_the_output_size(
         assert key is not None
         lifecycle.create_prediction(
             session,
-            api_key_id=key.id,
-            spec=SD35_MEDIUM,
-            inputs={**inputs, "output_format": "png"},
-            seed=5,
-            max_attempts=3,
-            prediction_id=prediction_id,
-            image_key=init_image_key(prediction_id),
+            lifecycle.NewPrediction(
+                api_key_id=key.id,
+                spec=SD35_MEDIUM,
+                inputs={**inputs, "output_format": "png"},
+                seed=5,
+                max_attempts=3,
+                id=prediction_id,
+                image_key=init_image_key(prediction_id),
+            ),
         )
 
     assert run_prediction(prediction_id, settings=settings, predictor=tiny, storage=storage) is Status.SUCCEEDED

@@ -53,7 +53,10 @@ def prediction_id(database_url: str, api_key: str) -> str:
         key = find_active_key(session, api_key)
         assert key is not None
         return lifecycle.create_prediction(
-            session, api_key_id=key.id, spec=SD35_MEDIUM, inputs=QUICK, seed=3, max_attempts=3, webhook=WEBHOOK
+            session,
+            lifecycle.NewPrediction(
+                api_key_id=key.id, spec=SD35_MEDIUM, inputs=QUICK, seed=3, max_attempts=3, webhook=WEBHOOK
+            ),
         ).id
 
 
