@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import DateTime, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from models.psycopg_direct import PsycopgStatement, attribute_names, run_one, transient
 from models.tables import ApiKey
 
 KEY_PREFIX = "farm_"
@@ -53,14 +54,20 @@ def issue_api_key(
     return row, key
 
 
-# Built once: every request looks its key up, and a statement's cache key costs as much to build as the lookup.
-ACTIVE_KEY_BY_HASH = select(ApiKey).where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
+KEY_ATTRIBUTES = attribute_names(ApiKey)
+# Every request but a poll (``models.poll_read``) looks its key up: sent on psycopg (``models.psycopg_direct``).
+ACTIVE_KEY_BY_HASH = PsycopgStatement.compile(
+    select(*(getattr(ApiKey, name) for name in KEY_ATTRIBUTES)).where(
+        ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None)
+    )
+)
 
 
 def find_active_key(session: Session, key: str) -> ApiKey | None:
-    """The unrevoked key matching ``key``, or None. One indexed lookup by hash (polls: ``models.poll_read``)."""
+    """The unrevoked key matching ``key``, or None; outside the session. One indexed lookup by hash."""
     digest = hash_key(key)
-    return matching(session.scalar(ACTIVE_KEY_BY_HASH, {"digest": digest}), digest)
+    row = run_one(session, ACTIVE_KEY_BY_HASH.bind(digest=digest))
+    return None if row is None else matching(transient(ApiKey, KEY_ATTRIBUTES, row), digest)
 
 
 def matching(row: ApiKey | None, digest: str) -> ApiKey | None:

@@ -8,29 +8,25 @@ becomes transient ``ApiKey`` and ``Prediction`` objects, which the presenters re
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from sqlalchemy import and_, bindparam, case, select
 from sqlalchemy.orm import aliased
 
-from models.db import Base
-from models.keys import TOUCH_KEY, hash_key, matching, touch_due, touch_values
-from models.psycopg_direct import PsycopgStatement
+from models.keys import KEY_ATTRIBUTES, TOUCH_KEY, hash_key, matching, touch_due, touch_values
+from models.psycopg_direct import PsycopgStatement, attribute_names, transient
 from models.queue_eta import QueueStanding, standing_columns, standing_of
 from models.status import Status
 from models.tables import ApiKey, Prediction
 
-ModelT = TypeVar("ModelT", bound=Base)
-
 _polled = aliased(Prediction, name="polled")
-_KEY_COLUMNS = [ApiKey.__mapper__.get_property_by_column(column).key for column in ApiKey.__table__.columns]
-_PREDICTION_COLUMNS = [
-    Prediction.__mapper__.get_property_by_column(column).key for column in Prediction.__table__.columns
-]
+PREDICTION_ATTRIBUTES = attribute_names(Prediction)
 # Every column of the key, then of the key's prediction of the polled id (NULLs when there is none), in table order.
 ACTIVE_KEY_AND_ITS_PREDICTION = (
-    select(*(getattr(ApiKey, name) for name in _KEY_COLUMNS), *(getattr(_polled, name) for name in _PREDICTION_COLUMNS))
+    select(
+        *(getattr(ApiKey, name) for name in KEY_ATTRIBUTES), *(getattr(_polled, name) for name in PREDICTION_ATTRIBUTES)
+    )
     .outerjoin(_polled, and_(_polled.id == bindparam("prediction_id"), _polled.api_key_id == ApiKey.id))
     .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
 )
@@ -65,14 +61,14 @@ async def read_polled(
     row = await (await connection.execute(read.sql, read.values)).fetchone()
     if row is None:
         return None
-    key_end = len(_KEY_COLUMNS)
-    prediction_end = key_end + len(_PREDICTION_COLUMNS)
-    api_key = matching(transient(ApiKey, _KEY_COLUMNS, row[:key_end]), digest)
+    key_end = len(KEY_ATTRIBUTES)
+    prediction_end = key_end + len(PREDICTION_ATTRIBUTES)
+    api_key = matching(transient(ApiKey, KEY_ATTRIBUTES, row[:key_end]), digest)
     if api_key is None:
         return None
     prediction = None
     if row[key_end] is not None:  # the prediction's id: NULL when the join found none
-        prediction = transient(Prediction, _PREDICTION_COLUMNS, row[key_end:prediction_end])
+        prediction = transient(Prediction, PREDICTION_ATTRIBUTES, row[key_end:prediction_end])
     standing = None
     if with_standing and prediction is not None and prediction.status == Status.STARTING:
         standing = standing_of(*row[prediction_end:])
@@ -80,8 +76,3 @@ async def read_polled(
         touch = _TOUCH.bind(**touch_values(api_key, now))
         await connection.execute(touch.sql, touch.values)
     return Polled(api_key, prediction, standing)
-
-
-def transient(model: type[ModelT], names: list[str], values: tuple[Any, ...]) -> ModelT:
-    """An object of ``model`` holding ``values`` of its attributes ``names``, in no session."""
-    return model(**dict(zip(names, values, strict=True)))
