@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import HTTPException
-from sqlalchemy import any_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import array
+from sqlalchemy import bindparam, func, select
 
 from models.psycopg_direct import BoundStatement, PsycopgStatement, Row
 from models.settings import Settings
@@ -20,13 +19,12 @@ from models.tables import ApiKey, Prediction
 UNFINISHED = (Status.STARTING, Status.PROCESSING)
 
 # Separate statements, not one: the counts must read after the lock is granted, to see what the holder committed.
-# Sent on psycopg with the create's inserts (api.submit), so the key goes in as a parameter. "= ANY (ARRAY[…])" is
-# what Postgres makes of IN (…), written out, as IN's list is left for SQLAlchemy to expand at execution.
+# Sent on psycopg with the create's inserts (api.submit), so the key goes in as a parameter.
 LOCK_KEY = PsycopgStatement.compile(select(ApiKey.id).where(ApiKey.id == bindparam("key_id")).with_for_update())
 COUNT_UNFINISHED = PsycopgStatement.compile(
     select(func.count())
     .select_from(Prediction)
-    .where(Prediction.api_key_id == bindparam("key_id"), Prediction.status == any_(array(UNFINISHED)))
+    .where(Prediction.api_key_id == bindparam("key_id"), Prediction.status.in_(UNFINISHED))
 )
 SPENT_SINCE = PsycopgStatement.compile(
     select(func.coalesce(func.sum(Prediction.price_usd), 0.0)).where(

@@ -7,13 +7,12 @@ statement. Built once as SQLAlchemy expressions, compiled once, then sent as the
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import psycopg
-from sqlalchemy import ClauseElement
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy import BindParameter, ClauseElement
+from sqlalchemy.dialects.postgresql.psycopg import PGCompiler_psycopg, PGDialect_psycopg
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from models.db import Base
 
@@ -21,27 +20,29 @@ Row = tuple[Any, ...]
 ModelT = TypeVar("ModelT", bound=Base)
 
 
+class ConstantsInSql(PGCompiler_psycopg):
+    """Writes a statement's constants (statuses, limits) into its SQL: only what the caller binds stays a
+    parameter. A prepared statement's generic plan can then use what they say, such as a partial index's predicate
+    (``status IN ('starting', 'processing')``), instead of Postgres planning it again at every execution."""
+
+    def visit_bindparam(self, bindparam: BindParameter[Any], **kw: Any) -> Any:  # type: ignore[override]
+        if not bindparam.required:
+            kw["literal_binds"] = True
+        return super().visit_bindparam(bindparam, **kw)  # type: ignore[no-untyped-call]
+
+
 @dataclass(frozen=True)
 class PsycopgStatement:
-    """A statement as psycopg takes it: SQL with ``%(name)s`` placeholders, and the values it binds itself."""
+    """A statement as psycopg takes it: SQL with ``%(name)s`` placeholders for the values ``bind`` gives."""
 
     sql: str
-    constants: dict[str, Any]
 
     @classmethod
     def compile(cls, statement: ClauseElement) -> "PsycopgStatement":
-        compiled = cast(SQLCompiler, statement.compile(dialect=PGDialect_psycopg()))  # type: ignore[no-untyped-call]
-        # The values the statement holds (not the parameters left to ``bind``); enum members (statuses) go in as
-        # their values, as SQLAlchemy's own execution sends them.
-        constants = {
-            name: getattr(value, "value", value)
-            for name, value in compiled.params.items()
-            if not compiled.binds[name].required
-        }
-        return cls(str(compiled), constants)
+        return cls(str(ConstantsInSql(PGDialect_psycopg(), statement)))  # type: ignore[no-untyped-call]
 
     def bind(self, **values: Any) -> "BoundStatement":
-        return BoundStatement(self.sql, {**self.constants, **values})
+        return BoundStatement(self.sql, values)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from models.db import get_read_engine, run_raw_read, session_scope
@@ -12,6 +12,7 @@ from models.poll_read import Polled, read_polled
 from models.queue_eta import read_standing
 from models.tables import ApiKey, Prediction
 from tests.models.conftest import MakePrediction
+from tests.services import alembic, scratch_database
 
 
 def poll(database_url: str, key: str, prediction_id: str, *, with_standing: bool = False) -> Polled | None:
@@ -105,3 +106,39 @@ def test_a_poll_records_the_keys_use_at_most_once_a_minute(database_url: str, pr
     poll(database_url, key, prediction_id)
     recorded = last_used()
     assert recorded is not None and recorded > long_ago
+
+
+def test_its_prepared_plan_holds_behind_a_deep_queue(postgres_server: str) -> None:
+    """The read's constants are in its SQL (``PsycopgStatement``), so the generic plan of its prepared statement
+    reads the partial index of unfinished rows for the workers busy with the model. With them sent as parameters,
+    that plan scanned the table: Postgres judged it dearer than planning each poll afresh, and did that instead."""
+    with scratch_database(postgres_server) as database_url:
+        alembic(database_url, "upgrade", "head")
+        with session_scope(database_url) as session:
+            key = create_api_key(session, name="deep")
+        polled = poll(database_url, key, "")
+        assert polled is not None
+        with session_scope(database_url) as session:
+            session.execute(
+                text(
+                    "INSERT INTO predictions (id, api_key_id, model, version, input, seed, status, attempt,"
+                    " max_attempts, logs) SELECT 'q' || n, :key_id, 'm', 'v', '{}', 1, 'starting', 0, 1, ''"
+                    " FROM generate_series(1, 3000) AS n"
+                ),
+                {"key_id": polled.key.id},
+            )
+            session.execute(text("ANALYZE predictions"))
+
+        async def generic_plans() -> int:
+            engine = get_read_engine(database_url)
+            try:
+                async with engine.connect() as connection:
+                    driver = (await connection.get_raw_connection()).driver_connection
+                    for _ in range(15):  # prepared from the 6th; Postgres weighs a generic plan from the 6th after
+                        await read_polled(driver, key, "q1", with_standing=True)  # type: ignore[arg-type]
+                    plans = await driver.execute("SELECT sum(generic_plans) FROM pg_prepared_statements")  # type: ignore[union-attr]
+                    return int((await plans.fetchone())[0] or 0)
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(generic_plans()) > 0

@@ -68,6 +68,12 @@ def test_an_error_is_raised_and_the_transaction_keeps_none_of_it(database_url: s
             session.execute(text("DROP TABLE scratch_kept"))
 
 
+def test_constants_are_written_into_the_sql_and_only_what_is_bound_is_a_parameter() -> None:
+    statement = PsycopgStatement.compile(select(bindparam("n", type_=Integer) + 1).where(text("true")).limit(3))
+
+    assert statement.sql.endswith("LIMIT 3") and "%(n)s" in statement.sql and "%(param" not in statement.sql
+
+
 def test_a_parameter_left_unbound_is_an_error_not_a_null(database_url: str) -> None:
     with pytest.raises(psycopg.ProgrammingError, match="parameter missing: n"), session_scope(database_url) as session:
         run_pipelined(session, {"plus_one": PLUS_ONE.bind()})
