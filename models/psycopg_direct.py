@@ -2,7 +2,7 @@
 
 On those paths SQLAlchemy's execution layer costs the gateway more CPU than Postgres spends answering the
 statement. Built once as SQLAlchemy expressions, compiled once, then sent as they are: alone (a poll's read,
-``models.poll_read``), or several in one round trip (a create, ``run_pipelined``).
+``models.poll_read``; a request's key, ``models.keys``), or several in one round trip (a create, ``run_pipelined``).
 """
 
 from collections.abc import Mapping
@@ -61,8 +61,8 @@ def run_one(session: Session, statement: BoundStatement) -> Row | None:
 def run_pipelined(session: Session, statements: Mapping[str, BoundStatement]) -> dict[str, Row | None]:
     """Run ``statements`` in order on the session's connection, in its transaction, in one round trip (psycopg's
     pipeline mode); the first row of each, by name. Postgres still runs them one after another, each reading
-    what the ones before it wrote and locked, so only the waits between them go. The first error is raised
-    once all are answered, and the transaction can then only roll back."""
+    what the ones before it wrote and locked, so only the waits between them go. An error skips the statements
+    after it and is raised once the batch is answered; the transaction can then only roll back."""
     driver = _driver(session)
     with driver.pipeline():
         cursors = {name: driver.execute(statement.sql, statement.values) for name, statement in statements.items()}
