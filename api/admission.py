@@ -6,7 +6,6 @@ counted one after another: 20 at once against a cap of 10 admit exactly 10.
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import HTTPException
 from sqlalchemy import bindparam, func, select
@@ -43,10 +42,10 @@ def admission_statements(key: ApiKey) -> dict[str, BoundStatement]:
     return statements
 
 
-def refuse_over_caps(key: ApiKey, settings: Settings, rows: Mapping[str, Row | None]) -> None:
+def refuse_over_caps(key: ApiKey, settings: Settings, rows: Mapping[str, Row]) -> None:
     """429 at the unfinished cap or 402 at the spend cap, from the rows of ``admission_statements``."""
     cap = key.max_unfinished or settings.max_unfinished_per_key
-    unfinished = int(_first(rows["unfinished"]))
+    unfinished = int(rows["unfinished"][0])
     if unfinished >= cap:
         raise HTTPException(
             429,
@@ -55,15 +54,10 @@ def refuse_over_caps(key: ApiKey, settings: Settings, rows: Mapping[str, Row | N
             headers={"Retry-After": "1"},
         )
     if key.monthly_spend_cap_usd is not None:
-        spent = float(_first(rows["spent"]))
+        spent = float(rows["spent"][0])
         if spent >= key.monthly_spend_cap_usd:
             raise HTTPException(
                 402,
                 f"This key's spend cap of ${key.monthly_spend_cap_usd:.2f} this month is reached "
                 f"(${spent:.2f} charged): an operator can raise it with `farm keys`.",
             )
-
-
-def _first(row: Row | None) -> Any:
-    assert row is not None  # an aggregate always returns its row
-    return row[0]

@@ -88,9 +88,7 @@ def submit_prediction(
     statements = {"standing": standing_statement(spec.ref, datetime.now(UTC), new.id)} if with_standing else {}
     rows = run_pipelined(session, statements | admission_statements(key) | new.statements())
     if with_standing:
-        standing = rows["standing"]
-        assert standing is not None  # its three counts and average always make a row
-        remember_standing(session, new.id, standing_of(*standing))
+        remember_standing(session, new.id, standing_of(*rows["standing"]))
     refuse_over_caps(key, settings, rows)
     prediction = new.written(rows)
     if idempotency_key is not None:

@@ -55,12 +55,12 @@ def issue_api_key(
 
 
 KEY_ATTRIBUTES = attribute_names(ApiKey)
-# Every request but a poll (``models.poll_read``) looks its key up: sent on psycopg (``models.psycopg_direct``).
-ACTIVE_KEY_BY_HASH = PsycopgStatement.compile(
-    select(*(getattr(ApiKey, name) for name in KEY_ATTRIBUTES)).where(
-        ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None)
-    )
+# Every column of the unrevoked key of a hash, in table order. Every request but a poll sends it as it is, on
+# psycopg (``models.psycopg_direct``); a poll's read joins the polled prediction to it (``models.poll_read``).
+ACTIVE_KEY = select(*(getattr(ApiKey, name) for name in KEY_ATTRIBUTES)).where(
+    ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None)
 )
+ACTIVE_KEY_BY_HASH = PsycopgStatement.compile(ACTIVE_KEY)
 
 
 def find_active_key(session: Session, key: str) -> ApiKey | None:

@@ -12,6 +12,7 @@ in its own transaction (``models.webhooks``).
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from psycopg.types.json import Jsonb
@@ -143,6 +144,7 @@ class NewPrediction:
     image_key: str | None = None
     webhook: WebhookTarget | None = None
 
+    @cached_property
     def values(self) -> dict[str, Any]:
         """Its row's columns (``CREATED_COLUMNS``); the others start NULL or as the server sets them."""
         webhook = self.webhook
@@ -166,17 +168,15 @@ class NewPrediction:
 
     def statements(self) -> dict[str, BoundStatement]:
         """Its row, then its outbox message (after the row: the outbox's foreign key), for ``run_pipelined``."""
-        row = {name: _as_sent(name, value) for name, value in self.values().items()}
+        row = {name: _as_sent(name, value) for name, value in self.values.items()}
         return {
             "created": INSERT_CREATED.bind(**row),
             "enqueued": ENQUEUE_CREATED.bind(prediction_id=self.id, task_name=TASK_RENDER, queue=self.spec.queue),
         }
 
-    def written(self, rows: Mapping[str, Row | None]) -> Prediction:
+    def written(self, rows: Mapping[str, Row]) -> Prediction:
         """The row as ``statements`` wrote it, outside any session, from their results."""
-        created = rows["created"]
-        assert created is not None  # INSERT … RETURNING returns its row
-        return Prediction(**self.values(), created_at=created[0])
+        return Prediction(**self.values, created_at=rows["created"][0])
 
 
 def _as_sent(column: str, value: Any) -> Any:

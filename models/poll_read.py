@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import and_, bindparam, case, select
+from sqlalchemy import and_, bindparam, case
 from sqlalchemy.orm import aliased
 
-from models.keys import KEY_ATTRIBUTES, TOUCH_KEY, hash_key, matching, touch_due, touch_values
+from models.keys import ACTIVE_KEY, KEY_ATTRIBUTES, TOUCH_KEY, hash_key, matching, touch_due, touch_values
 from models.psycopg_direct import PsycopgStatement, attribute_names, transient
 from models.queue_eta import QueueStanding, standing_columns, standing_of
 from models.status import Status
@@ -23,13 +23,9 @@ from models.tables import ApiKey, Prediction
 _polled = aliased(Prediction, name="polled")
 PREDICTION_ATTRIBUTES = attribute_names(Prediction)
 # Every column of the key, then of the key's prediction of the polled id (NULLs when there is none), in table order.
-ACTIVE_KEY_AND_ITS_PREDICTION = (
-    select(
-        *(getattr(ApiKey, name) for name in KEY_ATTRIBUTES), *(getattr(_polled, name) for name in PREDICTION_ATTRIBUTES)
-    )
-    .outerjoin(_polled, and_(_polled.id == bindparam("prediction_id"), _polled.api_key_id == ApiKey.id))
-    .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
-)
+ACTIVE_KEY_AND_ITS_PREDICTION = ACTIVE_KEY.add_columns(
+    *(getattr(_polled, name) for name in PREDICTION_ATTRIBUTES)
+).outerjoin(_polled, and_(_polled.id == bindparam("prediction_id"), _polled.api_key_id == ApiKey.id))
 # And, while that is queued, its standing (computed only then: Postgres evaluates only the CASE branch taken).
 ACTIVE_KEY_ITS_PREDICTION_AND_STANDING = ACTIVE_KEY_AND_ITS_PREDICTION.add_columns(
     *(

@@ -58,15 +58,22 @@ def run_one(session: Session, statement: BoundStatement) -> Row | None:
     return _driver(session).execute(statement.sql, statement.values).fetchone()
 
 
-def run_pipelined(session: Session, statements: Mapping[str, BoundStatement]) -> dict[str, Row | None]:
+def run_pipelined(session: Session, statements: Mapping[str, BoundStatement]) -> dict[str, Row]:
     """Run ``statements`` in order on the session's connection, in its transaction, in one round trip (psycopg's
-    pipeline mode); the first row of each, by name. Postgres still runs them one after another, each reading
-    what the ones before it wrote and locked, so only the waits between them go. An error skips the statements
-    after it and is raised once the batch is answered; the transaction can then only roll back."""
+    pipeline mode); the first row of each, by name (each must return one: LookupError otherwise). Postgres still
+    runs them one after another, each reading what the ones before it wrote and locked, so only the waits
+    between them go. An error skips the statements after it and is raised once the batch is answered; the
+    transaction can then only roll back."""
     driver = _driver(session)
     with driver.pipeline():
         cursors = {name: driver.execute(statement.sql, statement.values) for name, statement in statements.items()}
-    return {name: cursor.fetchone() for name, cursor in cursors.items()}
+    return {name: _first_row(name, cursor.fetchone()) for name, cursor in cursors.items()}
+
+
+def _first_row(name: str, row: Row | None) -> Row:
+    if row is None:
+        raise LookupError(f"statement {name!r} returned no row")
+    return row
 
 
 def _driver(session: Session) -> psycopg.Connection[Any]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, DateTime, SQLColumnExpression, String, bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
-from models.psycopg_direct import BoundStatement, PsycopgStatement
+from models.psycopg_direct import BoundStatement, PsycopgStatement, run_one
 from models.status import Status
 from models.tables import QUEUED_AT, Prediction
 
@@ -63,23 +63,22 @@ def standing_columns(
     )
 
 
-# Values go in as parameters, so it compiles once: clients poll.
-STANDING = select(
-    *standing_columns(
-        bindparam("model", type_=String()),
-        bindparam("created_at", type_=DateTime(timezone=True)),
-        bindparam("id", type_=String()),
+# Values go in as parameters, so it compiles once: clients poll. Sent on psycopg (``models.psycopg_direct``): alone,
+# or ahead of a create's other statements in their round trip.
+STANDING = PsycopgStatement.compile(
+    select(
+        *standing_columns(
+            bindparam("model", type_=String()),
+            bindparam("created_at", type_=DateTime(timezone=True)),
+            bindparam("id", type_=String()),
+        )
     )
 )
 
-# The same, sent on psycopg (``models.psycopg_direct``), ahead of a create's other statements in their round trip.
-STANDING_ON_PSYCOPG = PsycopgStatement.compile(STANDING)
-
 
 def standing_statement(model: str, created_at: datetime, prediction_id: str) -> BoundStatement:
-    """``STANDING`` of a prediction of ``model`` created at ``created_at``, for ``run_pipelined``; its row goes to
-    ``standing_of``."""
-    return STANDING_ON_PSYCOPG.bind(model=model, created_at=created_at, id=prediction_id, now=datetime.now(UTC))
+    """``STANDING`` of a prediction of ``model`` created at ``created_at``; its row goes to ``standing_of``."""
+    return STANDING.bind(model=model, created_at=created_at, id=prediction_id, now=datetime.now(UTC))
 
 
 def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
@@ -92,9 +91,9 @@ def queue_standing(session: Session, prediction: Prediction) -> QueueStanding:
 
 def read_standing(session: Session, model: str, created_at: datetime, prediction_id: str) -> QueueStanding:
     """The standing of a queued prediction of ``model`` created at ``created_at``, whether or not it is written yet."""
-    values = {"model": model, "created_at": created_at, "id": prediction_id, "now": datetime.now(UTC)}
-    # Core on the session's connection: nothing to load, and the ORM's execution path costs more than this.
-    return standing_of(*session.connection().execute(STANDING, values).one())
+    row = run_one(session, standing_statement(model, created_at, prediction_id))
+    assert row is not None  # three scalar subqueries always make a row
+    return standing_of(*row)
 
 
 def standing_of(position: int | None, seconds_per_job: float | None, workers: int | None) -> QueueStanding:
