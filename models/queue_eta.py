@@ -41,11 +41,10 @@ def standing_columns(
             tuple_(QUEUED_AT, Prediction.id) < tuple_(created_at, prediction_id),
         )
     )
+    # This and ``busy`` read ix_predictions_model_succeeded and ix_predictions_model_processing: a few rows each.
     recent = (
         select(Prediction.gpu_seconds)
-        # NOT NULL: said by SUCCEEDED already, but only this lets the newest-first scan of completed_at start past
-        # the unfinished rows (NULLs come first in it), which a deep queue has thousands of.
-        .where(Prediction.model == model, Prediction.status == Status.SUCCEEDED, Prediction.completed_at.is_not(None))
+        .where(Prediction.model == model, Prediction.status == Status.SUCCEEDED)
         .order_by(Prediction.completed_at.desc())
         .limit(THROUGHPUT_SAMPLE)
         .correlate_except(Prediction)  # in FROM, where SQLAlchemy correlates nothing on its own

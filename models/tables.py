@@ -115,6 +115,22 @@ class Prediction(Base):
         Index("ix_predictions_key_status", "api_key_id", "status"),
         # /metrics reads only the predictions finished since its last scrape (models/farm_stats.py).
         Index("ix_predictions_completed", "completed_at"),
+        # A queued prediction's standing reads its model's last runs and the workers busy with it now
+        # (models/queue_eta.py) on every poll and create. These two hold just those rows, so the standing reads
+        # a handful whatever the table's statistics say: with them stale (a farm's first minute, a burst, a
+        # restore), the planner read every row of the model instead.
+        Index(
+            "ix_predictions_model_succeeded",
+            "model",
+            "completed_at",
+            postgresql_where=text("status = 'succeeded'"),
+        ),
+        Index(
+            "ix_predictions_model_processing",
+            "model",
+            "lease_expires_at",
+            postgresql_where=text("status = 'processing'"),
+        ),
     )
 
 
