@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from models.catalog import ModelSpec, find_model
 from models.cost import RunCost
 from models.ids import new_prediction_id
-from models.psycopg_direct import BoundStatement, PsycopgStatement, Row, run_pipelined
+from models.psycopg_direct import BoundStatement, PsycopgStatement, Row, run_pipelined, transient
 from models.queue import TASK_RENDER
 from models.status import Status
 from models.tables import QUEUED_AT, OutboxMessage, Prediction
@@ -176,7 +176,7 @@ class NewPrediction:
 
     def written(self, rows: Mapping[str, Row]) -> Prediction:
         """The row as ``statements`` wrote it, outside any session, from their results."""
-        return Prediction(**self.values, created_at=rows["created"][0])
+        return transient(Prediction, (*self.values, "created_at"), (*self.values.values(), rows["created"][0]))
 
 
 def _as_sent(column: str, value: Any) -> Any:
