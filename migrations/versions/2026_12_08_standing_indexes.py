@@ -17,30 +17,24 @@ down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# (name, columns, the rows it holds): what a queued prediction's standing reads (models/queue_eta.py).
+STANDING_INDEXES = (
+    ("ix_predictions_model_succeeded", ["model", "completed_at"], "status = 'succeeded'"),
+    ("ix_predictions_model_processing", ["model", "lease_expires_at"], "status = 'processing'"),
+)
+
 
 def upgrade() -> None:
     """Upgrade schema."""
     # CONCURRENTLY: a farm with a backlog keeps accepting predictions while the indexes build.
     with op.get_context().autocommit_block():
-        op.create_index(
-            "ix_predictions_model_succeeded",
-            "predictions",
-            ["model", "completed_at"],
-            unique=False,
-            postgresql_where=sa.text("status = 'succeeded'"),
-            postgresql_concurrently=True,
-        )
-        op.create_index(
-            "ix_predictions_model_processing",
-            "predictions",
-            ["model", "lease_expires_at"],
-            unique=False,
-            postgresql_where=sa.text("status = 'processing'"),
-            postgresql_concurrently=True,
-        )
+        for name, columns, rows in STANDING_INDEXES:
+            op.create_index(
+                name, "predictions", columns, unique=False, postgresql_where=sa.text(rows), postgresql_concurrently=True
+            )
 
 
 def downgrade() -> None:
     """Downgrade schema."""
-    op.drop_index("ix_predictions_model_processing", table_name="predictions")
-    op.drop_index("ix_predictions_model_succeeded", table_name="predictions")
+    for name, _, _ in reversed(STANDING_INDEXES):
+        op.drop_index(name, table_name="predictions")
